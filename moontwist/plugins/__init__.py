@@ -1,0 +1,1 @@
+"""Built-in feature plugins, registered exactly like third-party ones."""

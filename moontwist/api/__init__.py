@@ -1,0 +1,1 @@
+"""The endpoint registry and the transports generated from it."""

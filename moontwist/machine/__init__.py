@@ -1,0 +1,1 @@
+"""Host machine layer: system info, service providers, process statistics, peripherals."""

@@ -314,7 +314,9 @@ class Database:
 
     async def _load_store(self) -> None:
         rows = await self.run_read(
-            lambda conn: conn.execute("SELECT namespace, key, value FROM namespace_store").fetchall()
+            lambda conn: conn.execute(
+                "SELECT namespace, key, value FROM namespace_store"
+            ).fetchall()
         )
         store: dict[str, dict[str, bytes]] = {}
         for namespace, key, value in rows:
@@ -373,7 +375,8 @@ class Database:
         """Namespaces holding data, plus those reserved by plugins."""
         names = list(self._store)
         names.extend(
-            ns for ns, owner in self._reserved.items()
+            ns
+            for ns, owner in self._reserved.items()
             if owner != BUILTIN_OWNER and ns not in self._store
         )
         return names
@@ -593,7 +596,8 @@ class Database:
         except FileNotFoundError:
             return []
         return sorted(
-            n for n in names
+            n
+            for n in names
             if _BACKUP_NAME_RE.fullmatch(n) and os.path.isfile(os.path.join(self.backup_dir, n))
         )
 

@@ -92,7 +92,9 @@ async def test_delete_returns_value_and_last_key_removes_namespace(db):
     assert "ns" not in db.namespaces()
     error = await error_of(db.get_item("ns"))
     assert error.status == 404 and "ns" in error.message
-    count = await db.run_read(lambda c: c.execute("SELECT COUNT(*) FROM namespace_store").fetchone())
+    count = await db.run_read(
+        lambda c: c.execute("SELECT COUNT(*) FROM namespace_store").fetchone()
+    )
     assert count[0] == 0
 
 
@@ -203,7 +205,10 @@ async def test_run_write_commits_and_errors_roll_back(db):
 async def test_schema_upgrade_from_an_older_version(tmp_path):
     database = Database(str(tmp_path))
     await database.open()
-    assert await database.register_table("notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY)") is None
+    assert (
+        await database.register_table("notes", "CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+        is None
+    )
     await database.run_write(lambda c: c.execute("INSERT INTO notes (id) VALUES (1)"))
     await database.close()
 
@@ -216,10 +221,15 @@ async def test_schema_upgrade_from_an_older_version(tmp_path):
     database = Database(str(tmp_path))
     await database.open()
     create_v3 = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT, tag TEXT)"
-    upgrades = {2: "ALTER TABLE notes ADD COLUMN body TEXT; ALTER TABLE notes ADD COLUMN tag TEXT", 3: to_v3}
+    upgrades = {
+        2: "ALTER TABLE notes ADD COLUMN body TEXT; ALTER TABLE notes ADD COLUMN tag TEXT",
+        3: to_v3,
+    }
     assert await database.register_table("notes", create_v3, 3, upgrades) == 1
     assert calls == [3]
-    rows = await database.run_read(lambda c: c.execute("SELECT id, body, tag FROM notes").fetchall())
+    rows = await database.run_read(
+        lambda c: c.execute("SELECT id, body, tag FROM notes").fetchall()
+    )
     version = await database.run_read(
         lambda c: c.execute("SELECT version FROM schema_version WHERE name = 'notes'").fetchone()
     )

@@ -1,0 +1,164 @@
+"""Persistent client connections (websocket, unix socket) and their bounded send queue."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from moontwist import jsonutil
+from moontwist.api.errors import ServerError
+
+__all__ = ["Connection", "ConnectionTable", "SendQueue"]
+
+log = Logger()
+_ids = itertools.count(random.randint(1 << 20, 1 << 30))
+
+
+@implementer(IPushProducer)
+class SendQueue:
+    """Writes messages while the transport keeps up; queues a bounded amount when it doesn't.
+
+    Registered as the transport's streaming producer, so Twisted tells it when
+    the kernel buffer is full. A client whose backlog passes ``max_bytes`` is
+    reported through ``on_overflow`` instead of being buffered without limit.
+    """
+
+    def __init__(self, write: Callable[[bytes], None], on_overflow: Callable[[], None], max_bytes: int) -> None:
+        self._write = write
+        self._on_overflow = on_overflow
+        self._max_bytes = max_bytes
+        self._pending: deque[bytes] = deque()
+        self._pending_bytes = 0
+        self.paused = False
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not self.paused and not self._pending:
+            self._write(data)
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes > self._max_bytes:
+            self.closed = True
+            self._pending.clear()
+            self._on_overflow()
+
+    @property
+    def backlog(self) -> int:
+        return self._pending_bytes
+
+    def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        while self._pending and not self.paused and not self.closed:
+            data = self._pending.popleft()
+            self._pending_bytes -= len(data)
+            self._write(data)
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.closed = True
+        self._pending.clear()
+
+
+class Connection:
+    """State shared by every persistent JSON-RPC connection."""
+
+    transport_name = "websocket"
+
+    def init_connection(self, ip: str | None) -> None:
+        self.connection_id = next(_ids)
+        self.ip = ip
+        self.identified = False
+        self.client_name: str | None = None
+        self.client_version: str | None = None
+        self.client_type: str | None = None
+        self.client_url: str | None = None
+        self.user: dict[str, Any] | None = None
+        self.subscriptions: dict[str, Any] = {}
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send one encoded JSON-RPC message (subclasses frame it)."""
+        raise NotImplementedError
+
+    def send_notification(self, method: str, params: list[Any] | None = None) -> None:
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send_bytes(jsonutil.dumpb(msg))
+
+    def close_connection(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.connection_id,
+            "client_name": self.client_name,
+            "version": self.client_version,
+            "type": self.client_type,
+            "url": self.client_url,
+            "transport": self.transport_name,
+        }
+
+
+class ConnectionTable:
+    """Every open persistent connection, for broadcasts and lookups by id."""
+
+    def __init__(self, on_open: Callable[[Connection], None], on_close: Callable[[Connection], None]) -> None:
+        self._conns: dict[int, Connection] = {}
+        self._on_open = on_open
+        self._on_close = on_close
+        self._agents: dict[str, int] = {}
+
+    def add(self, conn: Connection) -> None:
+        self._conns[conn.connection_id] = conn
+        self._on_open(conn)
+
+    def remove(self, conn: Connection) -> None:
+        if self._conns.pop(conn.connection_id, None) is None:
+            return
+        if conn.client_type == "agent" and self._agents.get(conn.client_name or "") == conn.connection_id:
+            del self._agents[conn.client_name or ""]
+        self._on_close(conn)
+
+    def get(self, connection_id: int) -> Connection | None:
+        return self._conns.get(connection_id)
+
+    def __len__(self) -> int:
+        return len(self._conns)
+
+    def __iter__(self):
+        return iter(list(self._conns.values()))
+
+    def count(self, transport: str) -> int:
+        return sum(1 for c in self._conns.values() if c.transport_name == transport)
+
+    def identify(self, conn: Connection, name: str, version: str, client_type: str, url: str) -> None:
+        if conn.identified:
+            raise ServerError(f"Connection {conn.connection_id} is already identified", 400)
+        if client_type == "agent":
+            owner = self._agents.get(name)
+            if owner is not None and owner != conn.connection_id and owner in self._conns:
+                raise ServerError(f"Agent '{name}' is already connected", 400)
+            self._agents[name] = conn.connection_id
+        conn.identified = True
+        conn.client_name, conn.client_version = name, version
+        conn.client_type, conn.client_url = client_type, url
+
+    def broadcast(self, data: bytes) -> None:
+        for conn in list(self._conns.values()):
+            conn.send_bytes(data)
+
+    def close_all(self, code: int = 1001, reason: str = "Server restarting") -> None:
+        for conn in list(self._conns.values()):
+            conn.close_connection(code, reason)

@@ -1,0 +1,168 @@
+"""The HTTP transport: a Klein app generated from the registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Request, Site
+
+from moontwist import jsonutil
+from moontwist.api.args import parse_query
+from moontwist.api.errors import ArgumentError, ServerError
+from moontwist.api.jsonrpc import call_handler
+from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+__all__ = ["HTTPAPI", "APISite", "JSON_TYPE", "error_body"]
+
+log = Logger()
+
+JSON_TYPE = b"application/json; charset=UTF-8"
+MAX_ARGS_BODY = 8 * 1024 * 1024
+
+
+def error_body(status: int, message: str) -> bytes:
+    return jsonutil.dumpb({"error": {"code": status, "message": message}})
+
+
+class APISite(Site):
+    """A Site that doesn't log every request (Moonraker logs access only when debugging)."""
+
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(self, resource: Any, access_log: bool = False, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.access_log = access_log
+
+    def log(self, request: Request) -> None:
+        if self.access_log:
+            super().log(request)
+
+
+class HTTPAPI:
+    """Routes every HTTP request through the registry; ``/websocket`` goes to Autobahn."""
+
+    app = Klein()
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    @app.route("/websocket")
+    def websocket(self, request: Request) -> Any:
+        return self.server.websocket_resource
+
+    @app.route("/", branch=True)
+    def dispatch(self, request: Request) -> Any:
+        request.setHeader(b"content-type", JSON_TYPE)
+        hook = self.server.http_prepare
+        if hook is not None:
+            early = hook(request)
+            if early is not None:
+                return early
+        path = unquote(request.path.decode("utf-8", "surrogateescape"))
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        method = request.method.decode("ascii", "replace").upper()
+        match = self.server.registry.match(path)
+        if match is None:
+            return self._fail(request, ServerError(f"Not Found: {path}", 404))
+        routes, tail = match
+        endpoint = routes.get(method)
+        if endpoint is None and method == "HEAD":
+            endpoint = routes.get("GET")
+        if endpoint is None:
+            request.setHeader(b"allow", ", ".join(sorted(routes)).encode())
+            return self._fail(request, ServerError(f"Method {method} not allowed for {path}", 405))
+        try:
+            raw = self._arguments(request, endpoint)
+            if tail is not None:
+                raw["path_tail"] = tail
+            api_request = APIRequest(
+                endpoint,
+                endpoint.validate(raw),
+                "http",
+                method,
+                None,
+                request.getClientAddress().host if request.getClientAddress() else None,
+                http_request=request,
+            )
+            if self.server.authorize is not None:
+                self.server.authorize(api_request)
+            result = call_handler(endpoint, api_request)
+        except Exception:
+            return self._failure(request, Failure(), endpoint)
+        if isinstance(result, Deferred):
+            return result.addCallbacks(
+                lambda r: self._success(request, r), lambda f: self._failure(request, f, endpoint)
+            )
+        return self._success(request, result)
+
+    def _arguments(self, request: Request, endpoint: Endpoint) -> dict[str, Any]:
+        query = request.uri.partition(b"?")[2]
+        args = parse_query(query) if query else {}
+        if endpoint.raw_body:
+            return args
+        ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+        content = request.content
+        if content is None:
+            return args
+        content.seek(0, 2)
+        size = content.tell()
+        if not size:
+            return args
+        if size > MAX_ARGS_BODY:
+            raise ServerError(f"Request body of {size} bytes is too large for arguments", 413)
+        content.seek(0)
+        body = content.read()
+        if ctype == b"application/json":
+            try:
+                parsed = jsonutil.loads(body)
+            except jsonutil.JSONDecodeError:
+                raise ServerError("Request body is not valid JSON", 400) from None
+            if not isinstance(parsed, dict):
+                raise ServerError("Request body must be a JSON object", 400)
+            args.update(parsed)
+        elif ctype == b"application/x-www-form-urlencoded":
+            text = body.decode("utf-8", "surrogateescape")
+            args.update(parse_query(text.encode("utf-8", "surrogateescape")))
+        elif ctype.startswith(b"multipart/"):
+            for key, values in (request.args or {}).items():
+                name = key.decode("utf-8", "replace")
+                if name not in dict(parse_qsl(query.decode("utf-8", "replace"))) and values:
+                    value = values[0]
+                    args[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        return args
+
+    def _success(self, request: Request, result: Any) -> bytes | None:
+        if request._disconnected or request.finished:
+            return None
+        if isinstance(result, bytes):  # a handler that encoded its own body
+            return result
+        if isinstance(result, Unwrapped):
+            return jsonutil.dumpb(result.value)
+        return jsonutil.dumpb({"result": result})
+
+    def _fail(self, request: Request, error: ServerError) -> bytes:
+        request.setResponseCode(error.status)
+        request.setHeader(b"content-type", JSON_TYPE)
+        return error_body(error.status, error.message)
+
+    def _failure(self, request: Request, failure: Failure, endpoint: Endpoint) -> bytes | None:
+        exc = failure.value
+        if request._disconnected:
+            log.info("HTTP client went away during {method}", method=endpoint.method)
+            return None
+        if isinstance(exc, ServerError):
+            if isinstance(exc, ArgumentError) or exc.status >= 500:
+                log.info("{method}: {message}", method=endpoint.method, message=exc.message)
+            return self._fail(request, exc)
+        log.failure("Unhandled error in {method}", failure, method=endpoint.method)
+        return self._fail(request, ServerError(f"Internal error in {endpoint.method}: {exc!r}", 500))

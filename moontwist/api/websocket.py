@@ -1,0 +1,102 @@
+"""JSON-RPC over the websocket at ``/websocket`` (Autobahn)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from moontwist.api.connection import Connection, SendQueue
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+__all__ = ["WebSocketConnection", "build_websocket_resource"]
+
+log = Logger()
+
+MAX_MESSAGE = 4 * 1024 * 1024
+MAX_BACKLOG = 8 * 1024 * 1024
+CLOSE_TOO_SLOW = 1008
+
+
+class WebSocketConnection(WebSocketServerProtocol, Connection):
+    """One websocket client: JSON-RPC in, replies and notifications out."""
+
+    transport_name = "websocket"
+    server: Server
+
+    def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
+        origin = request.headers.get("origin")
+        checker = self.server.origin_allowed
+        if origin and checker is not None and not checker(origin):
+            raise ConnectionDeny(403, f"Origin {origin} is not allowed")
+        self.init_connection(getattr(self.transport.getPeer(), "host", None))
+        self.http_params = request.params
+        self.http_headers = request.headers
+
+    def onOpen(self) -> None:  # noqa: N802
+        self.queue = SendQueue(self._write, self._overflow, MAX_BACKLOG)
+        transport = self.transport
+        if transport is not None:
+            # twisted.web's HTTPChannel stays registered after the upgrade; take its place.
+            transport.unregisterProducer()
+            transport.registerProducer(self.queue, True)
+        self.server.connections.add(self)
+
+    def _write(self, data: bytes) -> None:
+        self.sendMessage(data, False)
+
+    def _overflow(self) -> None:
+        log.warn(
+            "Websocket {id} can't keep up ({backlog} bytes queued); disconnecting",
+            id=self.connection_id,
+            backlog=MAX_BACKLOG,
+        )
+        self.sendClose(CLOSE_TOO_SLOW, "Client is not reading its messages")
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.queue.send(data)
+
+    def close_connection(self, code: int = 1000, reason: str = "") -> None:
+        self.sendClose(code, reason)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802
+        reply = self.server.dispatcher.handle_bytes(payload, "websocket", self, self.ip)
+        if isinstance(reply, Deferred):
+            reply.addCallback(self._reply)
+            reply.addErrback(lambda f: log.failure("websocket reply failed", f))
+        elif reply is not None:
+            self.send_bytes(reply)
+
+    def _reply(self, data: bytes | None) -> None:
+        if data is not None:
+            self.send_bytes(data)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
+        if hasattr(self, "connection_id"):
+            if code not in (None, 1000, 1001, 1005, 1006):
+                log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason)
+            self.server.connections.remove(self)
+
+
+def build_websocket_resource(server: Server) -> WebSocketResource:
+    """The ``/websocket`` resource, bound to ``server``."""
+    factory = WebSocketServerFactory()
+    factory.protocol = type("BoundWebSocketConnection", (WebSocketConnection,), {"server": server})
+    factory.setProtocolOptions(
+        maxFramePayloadSize=MAX_MESSAGE,
+        maxMessagePayloadSize=MAX_MESSAGE,
+        autoPingInterval=30,
+        autoPingTimeout=60,
+        openHandshakeTimeout=10,
+        closeHandshakeTimeout=2,
+    )
+    return WebSocketResource(factory)

@@ -1,0 +1,175 @@
+"""Loads built-in and pip-installed plugins and calls their hooks one plugin at a time."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from moontwist import hookspecs
+from moontwist.config import ConfigError
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+__all__ = ["PluginManager", "BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "DISABLE_ENV"]
+
+log = Logger()
+
+ENTRY_POINT_GROUP = "moontwist"
+DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
+
+# "name": "module:attribute" - names are Moonraker's component names, which
+# frontends look for in server.info's "components".
+BUILTIN_PLUGINS: dict[str, str] = {
+    "server": "moontwist.plugins.server_info:ServerPlugin",
+}
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _call(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+    """Call one implementation with just the arguments it declares, as pluggy would."""
+    return impl.function(*[kwargs[name] for name in impl.argnames])
+
+
+def _instantiate(obj: Any) -> Any:
+    return obj() if isinstance(obj, type) else obj
+
+
+class PluginManager:
+    """The plugins of one server start: which loaded, which failed, and hook calls."""
+
+    def __init__(self, server: Server, builtins: dict[str, str] | None = None, use_entry_points: bool = True) -> None:
+        self.server = server
+        self.pm = pluggy.PluginManager("moontwist")
+        self.pm.add_hookspecs(hookspecs)
+        self.builtins = BUILTIN_PLUGINS if builtins is None else builtins
+        self.use_entry_points = use_entry_points
+        self.failed: dict[str, str] = {}
+        self.disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+
+    # loading ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Import and register every built-in, then every entry-point plugin."""
+        for name, target in self.builtins.items():
+            self._register(name, lambda target=target: _load(target))
+        if not self.use_entry_points:
+            return
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self.builtins:
+                self._fail(ep.name, f"name clashes with a built-in plugin ({ep.value})")
+                continue
+            self._register(ep.name, ep.load)
+
+    def _register(self, name: str, loader: Callable[[], Any]) -> None:
+        if name in self.disabled:
+            log.info("Plugin {name} disabled by {env}", name=name, env=DISABLE_ENV)
+            return
+        try:
+            plugin = _instantiate(loader())
+            if getattr(plugin, "optional", False) and not self.server.config.has_section(
+                getattr(plugin, "section", name)
+            ):
+                return
+            self.pm.register(plugin, name=name)
+        except Exception:
+            self._fail(name, Failure())
+
+    def register(self, plugin: Any, name: str) -> None:
+        """Register a plugin object at run time (tests, embedding)."""
+        self.pm.register(plugin, name=name)
+
+    def _fail(self, name: str, why: Failure | str) -> None:
+        if isinstance(why, Failure):
+            log.failure("Plugin {name} failed to load", why, name=name)
+            message = f"{why.type.__name__}: {why.getErrorMessage()}"
+        else:
+            log.error("Plugin {name} failed to load: {why}", name=name, why=why)
+            message = why
+        self.failed[name] = message
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin, name=name)
+        for endpoint in list(self.server.registry):
+            if endpoint.plugin == name:
+                self.server.registry.remove(endpoint.method)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.pm.list_name_plugin()]
+
+    # calling ------------------------------------------------------------------------
+
+    def _impls(self, hook: str) -> Iterable[pluggy.HookImpl]:
+        # pluggy lists implementations last-registered first; built-ins should go first.
+        return reversed(getattr(self.pm.hook, hook).get_hookimpls())
+
+    def call_each(self, hook: str, *, fatal: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation separately; a raising plugin is marked failed.
+
+        With ``fatal`` (loading hooks), a ``ConfigError`` propagates so start-up stops.
+        """
+        results = []
+        for impl in list(self._impls(hook)):
+            try:
+                results.append((impl.plugin_name, _call(impl, kwargs)))
+            except ConfigError:
+                if fatal:
+                    raise
+                self._fail(impl.plugin_name, Failure())
+            except Exception:
+                if fatal:
+                    self._fail(impl.plugin_name, Failure())
+                else:
+                    log.failure("Plugin {name} raised in hook {hook}", name=impl.plugin_name, hook=hook)
+        return results
+
+    def call_registration(self, hook: str, make_register: Callable[[str], Callable[..., Any]], **kwargs: Any) -> None:
+        """Call a registration hook with a ``register`` callable bound to each plugin's name."""
+        for impl in list(self._impls(hook)):
+            try:
+                _call(impl, {**kwargs, "register": make_register(impl.plugin_name)})
+            except Exception:
+                self._fail(impl.plugin_name, Failure())
+
+    def emit(self, hook: str, **kwargs: Any) -> None:
+        """Deliver an event to every plugin; errors are logged, never propagated."""
+        for impl in self._impls(hook):
+            try:
+                _call(impl, kwargs)
+            except Exception:
+                log.failure("Plugin {name} raised handling {hook}", name=impl.plugin_name, hook=hook)
+
+    def call_lifecycle(self, hook: str, *, mark_failed: bool, **kwargs: Any) -> Deferred:
+        """Call a lifecycle hook on every plugin and wait for all returned Deferreds."""
+        pending = []
+        names = []
+        for impl in list(self._impls(hook)):
+            pending.append(maybeDeferred(_call, impl, kwargs))
+            names.append(impl.plugin_name)
+
+        def check(results: list[tuple[bool, Any]]) -> None:
+            for name, (ok, value) in zip(names, results):
+                if ok:
+                    continue
+                if mark_failed:
+                    self._fail(name, value)
+                else:
+                    log.failure("Plugin {name} failed in {hook}", value, name=name, hook=hook)
+
+        return DeferredList(pending, consumeErrors=True).addCallback(check)

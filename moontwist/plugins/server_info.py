@@ -1,0 +1,166 @@
+"""``server.*`` endpoints that need nothing but the server itself."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+
+from moontwist.api.args import Arg
+from moontwist.api.errors import ServerError
+from moontwist.api.openapi import openapi_document, openrpc_document
+from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
+from moontwist.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+CLIENT_TYPES = ("web", "mobile", "desktop", "display", "bot", "agent", "other")
+PERSISTENT = frozenset({"websocket", "unix"})
+OWN_LOG_NAMES = ("moonraker", "moontwist")
+
+
+class ServerPlugin:
+    """Server info, config, restart, connection identity, log rollover, API descriptions."""
+
+    server: Server
+
+    @hookimpl
+    def configure(self, server: Server) -> None:
+        self.server = server
+
+    @hookimpl
+    def register_endpoints(self, register: Any) -> None:
+        register(Endpoint("server.info", self.info, "/server/info", description="Server and Klippy status"))
+        register(Endpoint("server.config", self.config, "/server/config", description="The parsed configuration"))
+        register(Endpoint("server.restart", self.restart, "/server/restart", ("POST",), description="Reload config and plugins"))
+        register(
+            Endpoint(
+                "server.websocket.id",
+                self.websocket_id,
+                transports=PERSISTENT,
+                description="This connection's id (deprecated: use identify)",
+            )
+        )
+        register(
+            Endpoint(
+                "server.connection.identify",
+                self.identify,
+                transports=PERSISTENT,
+                args=(
+                    Arg("client_name", required=True, description="Application name, e.g. Mainsail"),
+                    Arg("version", required=True, description="Application version"),
+                    Arg("type", required=True, choices=CLIENT_TYPES, description="Application type"),
+                    Arg("url", required=True, description="Application homepage"),
+                    Arg("access_token", nullable=True, description="A JWT to authenticate this connection"),
+                    Arg("api_key", nullable=True, description="The API key to authenticate this connection"),
+                ),
+                auth=False,
+                description="Identify this connection; once per connection",
+            )
+        )
+        register(
+            Endpoint(
+                "server.logs.rollover",
+                self.rollover,
+                "/server/logs/rollover",
+                ("POST",),
+                args=(Arg("application", nullable=True, description="moonraker, klipper, or all when omitted"),),
+                description="Start new log files",
+            )
+        )
+        register(
+            Endpoint(
+                "server.jsonrpc",
+                self.jsonrpc,
+                "/server/jsonrpc",
+                ("POST",),
+                transports=frozenset({"http"}),
+                raw_body=True,
+                description="A JSON-RPC 2.0 request (or batch) in the body",
+            )
+        )
+        register(
+            Endpoint(
+                "server.openapi",
+                self.openapi,
+                "/server/openapi.json",
+                transports=frozenset({"http"}),
+                auth=False,
+                description="This API as an OpenAPI 3.1 document",
+            )
+        )
+        register(
+            Endpoint(
+                "rpc.discover",
+                self.discover,
+                transports=frozenset({"websocket", "unix", "jsonrpc_http", "mqtt"}),
+                auth=False,
+                description="The JSON-RPC methods and their argument schemas (OpenRPC)",
+            )
+        )
+
+    def info(self, request: APIRequest) -> dict[str, Any]:
+        return self.server.info()
+
+    def config(self, request: APIRequest) -> dict[str, Any]:
+        cfg = self.server.config
+        return {"config": cfg.typed(), "orig": {"DEFAULT": {}, **cfg.orig()}, "files": cfg.files()}
+
+    def restart(self, request: APIRequest) -> str:
+        self.server.reactor.callLater(0.05, self.server.restart)
+        return "ok"
+
+    def websocket_id(self, request: APIRequest) -> dict[str, int]:
+        assert request.connection is not None
+        return {"websocket_id": request.connection.connection_id}
+
+    def identify(self, request: APIRequest) -> dict[str, int]:
+        conn = request.connection
+        assert conn is not None
+        args = request.args
+        verify = self.server.lookup("identify_credentials")
+        if verify is not None and (args.get("access_token") or args.get("api_key")):
+            verify(conn, args.get("access_token"), args.get("api_key"))
+        self.server.connections.identify(conn, args["client_name"], args["version"], args["type"], args["url"])
+        return {"connection_id": conn.connection_id}
+
+    def rollover(self, request: APIRequest) -> dict[str, Any]:
+        app = request.args.get("application")
+        known = (*OWN_LOG_NAMES, "klipper")
+        if app is not None and app not in known:
+            raise ServerError(f"Invalid argument 'application': unknown application {app!r}", 400)
+        rolled: list[str] = []
+        failed: dict[str, str] = {}
+        if app in (None, *OWN_LOG_NAMES):
+            log = self.server.server_log
+            if log is None:
+                failed["moonraker"] = "No log file is configured"
+            else:
+                log.rollover()
+                rolled.append("moonraker")
+        if app in (None, "klipper"):
+            klippy_rollover = self.server.lookup("klippy_log_rollover")
+            if klippy_rollover is None:
+                failed["klipper"] = "Klipper's log can't be rolled over without a service provider"
+            else:
+                try:
+                    klippy_rollover()
+                    rolled.append("klipper")
+                except ServerError as exc:
+                    failed["klipper"] = exc.message
+        return {"rolled_over": rolled, "failed": failed}
+
+    def jsonrpc(self, request: APIRequest) -> Any:
+        http = request.http_request
+        http.content.seek(0)
+        reply = self.server.dispatcher.handle_bytes(http.content.read(), "jsonrpc_http", None, request.ip)
+        if isinstance(reply, Deferred):
+            return reply.addCallback(lambda data: data or b"")
+        return reply or b""
+
+    def openapi(self, request: APIRequest) -> Unwrapped:
+        return Unwrapped(openapi_document(self.server.registry))
+
+    def discover(self, request: APIRequest) -> dict[str, Any]:
+        return openrpc_document(self.server.registry)

@@ -1,0 +1,252 @@
+"""The Server: owns the config, registry, plugins, connections and the notification bus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from moontwist import API_VERSION, __version__, jsonutil
+from moontwist.api.connection import Connection, ConnectionTable
+from moontwist.api.http import HTTPAPI
+from moontwist.api.jsonrpc import JSONRPCDispatcher
+from moontwist.api.registry import APIRequest, Endpoint, Registry
+from moontwist.api.websocket import build_websocket_resource
+from moontwist.config import Config, ConfigError
+from moontwist.logs import ServerLog
+from moontwist.pluginmanager import PluginManager
+
+__all__ = ["Server", "ServerOptions", "DATA_SUBDIRS", "DEFAULT_CONFIG"]
+
+log = Logger()
+
+DATA_SUBDIRS = ("config", "gcodes", "logs", "database", "comms")
+
+DEFAULT_CONFIG = """\
+# moontwist configuration, generated on first start.
+# It reads like moonraker.conf; see etc/moontwist.conf in the source for every option.
+
+[server]
+host: 0.0.0.0
+port: 7125
+"""
+
+
+@dataclass
+class ServerOptions:
+    """What the command line decides; everything else comes from the config file."""
+
+    datapath: str = "~/printer_data"
+    config_file: str | None = None
+    host: str | None = None
+    port: int | None = None
+    simulate: bool | None = None  # None: simulate when no Klippy answers
+    debug: bool = False
+    use_entry_points: bool = True
+    builtins: dict[str, str] | None = None
+
+
+class Server:
+    """One moontwist instance. ``start``/``stop``/``restart`` drive the plugins' lifecycle."""
+
+    def __init__(self, options: ServerOptions, reactor: Any = None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.options = options
+        self.datapath = os.path.abspath(os.path.expanduser(options.datapath))
+        self.registry = Registry()
+        self.connections = ConnectionTable(self._connection_opened, self._connection_closed)
+        self.dispatcher = JSONRPCDispatcher(self.registry, self._authorize)
+        self.http_api = HTTPAPI(self)
+        self.websocket_resource = build_websocket_resource(self)
+        # Set by plugins: auth checks every request, CORS vets origins and preflights.
+        self.authorize: Callable[[APIRequest], None] | None = None
+        self.origin_allowed: Callable[[str], bool] | None = None
+        self.http_prepare: Callable[[Any], Any] | None = None
+        self.klippy: Any = None
+        self.config: Config = Config()
+        self.plugins: PluginManager | None = None
+        self.server_log: ServerLog | None = None
+        self.warnings: list[str] = []
+        self.running = False
+        self._services: dict[str, Any] = {}
+        self.prepare_datapath()
+
+    # paths & config ----------------------------------------------------------------
+
+    def prepare_datapath(self) -> None:
+        for sub in DATA_SUBDIRS:
+            os.makedirs(os.path.join(self.datapath, sub), exist_ok=True)
+
+    def path(self, *parts: str) -> str:
+        """A path inside the data path."""
+        return os.path.join(self.datapath, *parts)
+
+    @property
+    def config_file(self) -> str:
+        if self.options.config_file:
+            return os.path.abspath(os.path.expanduser(self.options.config_file))
+        moonraker = self.path("config", "moonraker.conf")
+        if os.path.exists(moonraker):
+            return moonraker
+        return self.path("config", "moontwist.conf")
+
+    def load_config(self) -> Config:
+        path = self.config_file
+        if not os.path.exists(path) and not self.options.config_file:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(DEFAULT_CONFIG)
+            log.info("Wrote a default config to {path}", path=path)
+        config = Config(path)
+        secrets = config.section("secrets").get("secrets_path", None)
+        if secrets is None and os.path.exists(self.path("moonraker.secrets")):
+            secrets = self.path("moonraker.secrets")
+        if secrets is not None:
+            config.load_secrets(secrets)
+        return config
+
+    def _read_server_section(self) -> None:
+        section = self.config.section("server")
+        host = section.get("host", "0.0.0.0")
+        port = section.getint("port", 7125, minval=0, maxval=65535)
+        self.host = self.options.host or host
+        self.port = self.options.port if self.options.port is not None else port
+        section.getint("ssl_port", 7130, minval=0, maxval=65535)
+        self.klippy_uds_address = os.path.expanduser(
+            section.get("klippy_uds_address", self.path("comms", "klippy.sock"))
+        )
+        self.max_upload_size = section.getint("max_upload_size", 1024, minval=1) * 1024 * 1024
+        self.debug = self.options.debug or section.getboolean("enable_debug_logging", False)
+        section.getboolean("enable_asyncio_debug", False)
+        section.get("ssl_certificate_path", None)
+        section.get("ssl_key_path", None)
+
+    # lifecycle --------------------------------------------------------------------
+
+    @inlineCallbacks
+    def start(self) -> Any:
+        """Read the config, load plugins, register endpoints, start every plugin."""
+        self.config = self.load_config()
+        self._read_server_section()
+        if self.server_log is None:
+            self.server_log = ServerLog(self.path("logs", "moontwist.log"), self.debug)
+            self.server_log.start()
+        log.info("moontwist {version} starting, config {path}", version=__version__, path=self.config.main_file)
+        plugins = PluginManager(self, self.options.builtins, self.options.use_entry_points)
+        self.plugins = plugins
+        plugins.load()
+        plugins.call_each("configure", fatal=True, server=self, config=self.config)
+        plugins.call_registration("register_endpoints", self._registrar, server=self)
+        yield plugins.call_lifecycle("startup", mark_failed=True, server=self)
+        self.warnings = self.config.warnings() + [
+            f"Plugin '{name}' failed to load: {why}" for name, why in plugins.failed.items()
+        ]
+        for warning in self.warnings:
+            log.warn("{warning}", warning=warning)
+        self.running = True
+        log.info("Loaded plugins: {names}", names=", ".join(plugins.names))
+
+    def _registrar(self, plugin: str) -> Callable[..., Endpoint]:
+        def register(endpoint: Endpoint | None = None, **kwargs: Any) -> Endpoint:
+            if endpoint is None:
+                endpoint = Endpoint(**kwargs)
+            return self.registry.add(replace(endpoint, plugin=plugin))
+
+        return register
+
+    @inlineCallbacks
+    def stop(self) -> Any:
+        """Stop every plugin and drop every client."""
+        if self.plugins is None:
+            return
+        self.running = False
+        self.connections.close_all(1001, "Server shutting down")
+        yield self.plugins.call_lifecycle("shutdown", mark_failed=False, server=self)
+        for endpoint in list(self.registry):
+            self.registry.remove(endpoint.method)
+        self.plugins = None
+
+    def close_log(self) -> None:
+        if self.server_log is not None:
+            self.server_log.stop()
+            self.server_log = None
+
+    @inlineCallbacks
+    def restart(self) -> Any:
+        """Reload the config and plugins in this process; connected clients are dropped."""
+        log.info("Restarting")
+        yield self.stop()
+        try:
+            yield self.start()
+        except ConfigError as exc:
+            log.critical("Restart failed: {error}", error=str(exc))
+            self.reactor.stop()
+
+    # notifications & events ----------------------------------------------------------
+
+    def notify(self, method: str, *params: Any) -> None:
+        """Broadcast ``method`` to every websocket and unix socket client (encoded once)."""
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params:
+            msg["params"] = list(params)
+        self.connections.broadcast(jsonutil.dumpb(msg))
+        if self.plugins is not None:
+            self.plugins.emit("notification", server=self, method=method, params=list(params) if params else None)
+
+    def emit(self, event: str, **kwargs: Any) -> None:
+        """Deliver an event hook to every plugin."""
+        if self.plugins is not None:
+            self.plugins.emit(event, server=self, **kwargs)
+
+    def _connection_opened(self, conn: Connection) -> None:
+        self.emit("connection_opened", connection=conn)
+
+    def _connection_closed(self, conn: Connection) -> None:
+        self.emit("connection_closed", connection=conn)
+
+    def _authorize(self, request: APIRequest) -> None:
+        if self.authorize is not None:
+            self.authorize(request)
+
+    # state reported by server.info ------------------------------------------------------
+
+    @property
+    def klippy_state(self) -> str:
+        return self.klippy.state if self.klippy is not None else "disconnected"
+
+    @property
+    def klippy_connected(self) -> bool:
+        return bool(self.klippy is not None and self.klippy.connected)
+
+    def info(self) -> dict[str, Any]:
+        plugins = self.plugins
+        dirs = self._services.get("registered_directories")
+        return {
+            "klippy_connected": self.klippy_connected,
+            "klippy_state": self.klippy_state,
+            "components": plugins.names if plugins else [],
+            "failed_components": sorted(plugins.failed) if plugins else [],
+            "registered_directories": dirs() if callable(dirs) else [],
+            "warnings": list(self.warnings),
+            "websocket_count": self.connections.count("websocket"),
+            "moonraker_version": f"v{__version__}-moontwist",
+            "api_version": list(API_VERSION),
+            "api_version_string": ".".join(map(str, API_VERSION)),
+        }
+
+    def provide(self, name: str, value: Any) -> None:
+        """Offer a service to other plugins (e.g. ``registered_directories``)."""
+        self._services[name] = value
+
+    def lookup(self, name: str, default: Any = None) -> Any:
+        return self._services.get(name, default)
+
+    def root_resource(self) -> Any:
+        return self.http_api.app.resource()

@@ -1,0 +1,110 @@
+"""``twistd moontwist``: command-line options and the service tree."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from moontwist.api.http import APISite
+from moontwist.api.unixsock import UnixSocketFactory
+from moontwist.server import Server, ServerOptions
+
+__all__ = ["Options", "makeService", "MoontwistService"]
+
+log = Logger()
+
+
+class Options(usage.Options):
+    optParameters = [
+        ["config", "c", None, "Config file (default: DATAPATH/config/moonraker.conf or moontwist.conf)"],
+        ["datapath", "d", "~/printer_data", "Data path holding config/ gcodes/ logs/ database/ comms/"],
+        ["host", None, None, "Address to listen on (default: [server] host, 0.0.0.0)"],
+        ["port", "p", None, "Port to listen on (default: [server] port, 7125)", int],
+    ]
+    optFlags = [
+        ["simulate", "s", "Always run the built-in simulated printer"],
+        ["no-simulate", None, "Never start the simulated printer, even when no Klippy answers"],
+        ["debug", None, "Verbose logging"],
+    ]
+
+    def postOptions(self) -> None:  # noqa: N802 - twisted API
+        if self["simulate"] and self["no-simulate"]:
+            raise usage.UsageError("--simulate and --no-simulate exclude each other")
+
+
+def _endpoint_string(host: str, port: int) -> str:
+    interface = host.replace(":", r"\:")
+    return f"tcp:{port}:interface={interface}"
+
+
+class MoontwistService(service.MultiService):
+    """Starts the Server, then listens on TCP (HTTP + websocket) and on the unix socket."""
+
+    def __init__(self, server: Server, reactor: Any = None) -> None:
+        super().__init__()
+        self.server = server
+        self.reactor = reactor or server.reactor
+        self.site = APISite(server.root_resource())
+        self.listening_port: Any = None
+
+    def startService(self) -> None:  # noqa: N802 - twisted API
+        service.Service.startService(self)
+        d = self.server.start()
+        d.addCallback(lambda _: self._listen())
+        d.addErrback(self._failed)
+        self._started = d
+
+    def _failed(self, failure: Any) -> None:
+        from moontwist.config import ConfigError
+
+        if failure.check(ConfigError):
+            log.critical("Configuration error: {message}", message=failure.getErrorMessage())
+        else:
+            log.failure("moontwist failed to start", failure)
+        self.server.close_log()
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _listen(self) -> Any:
+        server = self.server
+        tcp = StreamServerEndpointService(serverFromString(self.reactor, _endpoint_string(server.host, server.port)), self.site)
+        tcp.setServiceParent(self)
+        sock_path = server.path("comms", "moonraker.sock")
+        if os.path.exists(sock_path):
+            os.unlink(sock_path)
+        unix = StreamServerEndpointService(
+            serverFromString(self.reactor, f"unix:{sock_path}:mode=660"), UnixSocketFactory(server)
+        )
+        unix.setServiceParent(self)
+        self.site.access_log = server.debug
+        log.info("Listening on {host}:{port} and {sock}", host=server.host, port=server.port, sock=sock_path)
+        return tcp._waitingForPort
+
+    def stopService(self) -> Any:  # noqa: N802
+        d = super().stopService()
+        d.addCallback(lambda _: self.server.stop())
+        d.addCallback(lambda _: self.server.close_log())
+        return d
+
+
+def server_options(options: Options) -> ServerOptions:
+    simulate = True if options["simulate"] else (False if options["no-simulate"] else None)
+    return ServerOptions(
+        datapath=options["datapath"],
+        config_file=options["config"],
+        host=options["host"],
+        port=options["port"],
+        simulate=simulate,
+        debug=bool(options["debug"]),
+    )
+
+
+def makeService(options: Options) -> MoontwistService:  # noqa: N802 - twisted API
+    """The service ``twistd moontwist`` runs."""
+    return MoontwistService(Server(server_options(options)))

@@ -1,0 +1,1 @@
+"""Tests of the G-code metadata extractor."""

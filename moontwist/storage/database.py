@@ -336,6 +336,12 @@ class Database:
             raise RuntimeError("Database is not open")
         return self._writer
 
+    def _submit(self, fn: Callable[[sqlite3.Connection], Any], mode: str = "txn") -> Deferred:
+        try:
+            return self._require_writer().submit(fn, mode)
+        except RuntimeError as exc:
+            return fail(exc)
+
     # -- tables ------------------------------------------------------------------
 
     def register_table(
@@ -357,11 +363,12 @@ class Database:
         return self.run_write(lambda conn: ensure_table(conn, name, create_sql, version, steps))
 
     def run_write(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred:
-        """Run ``fn(conn)`` on the writer thread in a transaction; fires after the commit."""
-        try:
-            return self._require_writer().submit(fn)
-        except RuntimeError as exc:
-            return fail(exc)
+        """Run ``fn(conn)`` on the writer thread; fires with its result after the commit.
+
+        Writes queued together share one transaction, each in a savepoint: if ``fn``
+        raises, only its own changes are rolled back.  ``fn`` must not BEGIN or COMMIT.
+        """
+        return self._submit(fn)
 
     def run_read(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred:
         """Run ``fn(conn)`` in a read transaction on the reader thread."""
@@ -473,7 +480,7 @@ class Database:
             _upsert_row(conn, namespace, row, new)
             return new
 
-        d = self._require_writer().submit(write)
+        d = self._submit(write)
         d.addCallback(self._cache_row, namespace, row)
         d.addCallback(lambda _: value)
         return d
@@ -514,7 +521,7 @@ class Database:
             self._cache_row(result[0], namespace, row)
             return result[1]
 
-        return self._require_writer().submit(write).addCallback(done)
+        return self._submit(write).addCallback(done)
 
     def _cache_row(self, data: bytes | None, namespace: str, key: str) -> None:
         if data is not None:
@@ -544,10 +551,7 @@ class Database:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return {"previous_size": previous, "new_size": os.path.getsize(self.db_path)}
 
-        try:
-            return self._require_writer().submit(vacuum, "bare")
-        except RuntimeError as exc:
-            return fail(exc)
+        return self._submit(vacuum, "bare")
 
     def _backup_path(self, filename: Any) -> str:
         if not isinstance(filename, str) or not _BACKUP_NAME_RE.fullmatch(filename):

@@ -285,3 +285,20 @@ async def test_backup_names_are_validated(db, tmp_path):
     plain = os.path.join(db.backup_dir, "plain.db")
     sqlite3.connect(plain).execute("CREATE TABLE t (x)").connection.close()
     assert (await error_of(db.restore("plain.db"))).status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_on_a_closed_database_fail_their_deferred(tmp_path):
+    database = Database(str(tmp_path))
+    await database.open()
+    await database.close()
+    for d in (
+        database.insert_item("ns", "a", 1),
+        database.delete_item("ns", "a"),
+        database.run_write(lambda c: None),
+        database.run_read(lambda c: None),
+        database.compact(),
+        database.backup("x.db"),
+    ):
+        with pytest.raises(RuntimeError, match="not open"):
+            await d

@@ -64,10 +64,12 @@ class PluginManager:
 
     # loading ------------------------------------------------------------------------
 
-    def load(self) -> None:
-        """Import and register every built-in, then every entry-point plugin."""
+    def load(self, extra: dict[str, Any] | None = None) -> None:
+        """Import and register every built-in, the ``extra`` objects, then every entry-point plugin."""
         for name, target in self.builtins.items():
             self._register(name, lambda target=target: _load(target))
+        for name, plugin in (extra or {}).items():
+            self._register(name, lambda plugin=plugin: plugin)
         if not self.use_entry_points:
             return
         for ep in entry_points(group=ENTRY_POINT_GROUP):

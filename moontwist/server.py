@@ -48,6 +48,7 @@ class ServerOptions:
     debug: bool = False
     use_entry_points: bool = True
     builtins: dict[str, str] | None = None
+    extra_plugins: dict[str, Any] | None = None  # name -> plugin object (embedding, tests)
 
 
 class Server:
@@ -141,7 +142,7 @@ class Server:
         log.info("moontwist {version} starting, config {path}", version=__version__, path=self.config.main_file)
         plugins = PluginManager(self, self.options.builtins, self.options.use_entry_points)
         self.plugins = plugins
-        plugins.load()
+        plugins.load(self.options.extra_plugins or {})
         plugins.call_each("configure", fatal=True, server=self, config=self.config)
         plugins.call_registration("register_endpoints", self._registrar, server=self)
         yield plugins.call_lifecycle("startup", mark_failed=True, server=self)

@@ -84,7 +84,11 @@ class MoontwistService(service.MultiService):
         unix.setServiceParent(self)
         self.site.access_log = server.debug
         log.info("Listening on {host}:{port} and {sock}", host=server.host, port=server.port, sock=sock_path)
-        return tcp._waitingForPort
+        return tcp._waitingForPort.addCallback(self._listening)
+
+    def _listening(self, port: Any) -> Any:
+        self.listening_port = port
+        return port
 
     def stopService(self) -> Any:  # noqa: N802
         d = super().stopService()

@@ -57,7 +57,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             id=self.connection_id,
             backlog=MAX_BACKLOG,
         )
-        self.sendClose(CLOSE_TOO_SLOW, "Client is not reading its messages")
+        self.close_connection(CLOSE_TOO_SLOW, "Client is not reading its messages")
         if self.transport is not None:
             self.transport.abortConnection()
 
@@ -66,7 +66,9 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             self.queue.send(data)
 
     def close_connection(self, code: int = 1000, reason: str = "") -> None:
-        self.sendClose(code, reason)
+        # sendClose only accepts 1000 and 3000-4999; a server may also say 1001 and 1008.
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code, reason.encode()[:120], isReply=False)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802
         reply = self.server.dispatcher.handle_bytes(payload, "websocket", self, self.ip)
@@ -97,6 +99,7 @@ def build_websocket_resource(server: Server) -> WebSocketResource:
         autoPingInterval=30,
         autoPingTimeout=60,
         openHandshakeTimeout=10,
+        failByDrop=False,
         closeHandshakeTimeout=2,
     )
     return WebSocketResource(factory)

@@ -1,0 +1,22 @@
+"""Shared fixtures: a real moontwist service on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from mtclient import start_service
+
+
+@pytest_twisted.async_yield_fixture
+async def running(tmp_path):
+    """A service with default config and no printer."""
+    svc = await start_service(str(tmp_path / "data"), "[server]\nhost: 127.0.0.1\n")
+    yield svc
+    await svc.service.stopService()
+
+
+@pytest.fixture
+def datapath(tmp_path):
+    path = tmp_path / "data"
+    path.mkdir()
+    return path

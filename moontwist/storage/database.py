@@ -381,12 +381,12 @@ class Database:
     def namespaces(self) -> list[str]:
         """Namespaces holding data, plus those reserved by plugins."""
         names = list(self._store)
-        names.extend(
-            ns
-            for ns, owner in self._reserved.items()
-            if owner != BUILTIN_OWNER and ns not in self._store
-        )
+        names.extend(ns for ns in self._reserved if self._registered(ns) and ns not in self._store)
         return names
+
+    def _registered(self, namespace: str) -> bool:
+        """Reserved by a plugin: such a namespace exists (empty) even without rows."""
+        return self._reserved.get(namespace, BUILTIN_OWNER) != BUILTIN_OWNER
 
     def reserve_namespace(self, namespace: str, owner: str) -> None:
         """Make ``namespace`` read-only to clients (server-internal writes stay allowed)."""
@@ -408,7 +408,7 @@ class Database:
         rows = self._store.get(namespace)
         if key is None:
             if rows is None:
-                if namespace in self._reserved:
+                if self._registered(namespace):
                     return {}
                 raise ServerError(f"Namespace '{namespace}' not found", 404)
             return {k: jsonutil.loads(v) for k, v in rows.items()}

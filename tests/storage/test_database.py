@@ -166,6 +166,7 @@ async def test_reserved_namespaces(db):
     assert db.is_reserved("announcements")
     assert db.namespaces() == ["announcements"]
     assert await db.get_item("announcements") == {}
+    assert (await error_of(db.get_item("history"))).status == 404
     await db.insert_item("moonraker", "file_manager.metadata_version", 3)
     assert await db.get_item("moonraker", "file_manager") == {"metadata_version": 3}
 

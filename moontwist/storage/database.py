@@ -33,7 +33,7 @@ from twisted.python.failure import Failure
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
 
-__all__ = ["Database", "DEFAULT_MAX_VALUE_SIZE", "split_sql"]
+__all__ = ["Database", "DEFAULT_MAX_VALUE_SIZE", "ensure_table", "split_sql"]
 
 T = TypeVar("T")
 

@@ -18,7 +18,25 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .base import CHUNK, FieldParser, FileContext, SlicerParser
+from .base import (
+    CHUNK,
+    INT,
+    NUM,
+    REST,
+    Extractor,
+    FieldParser,
+    FileContext,
+    SlicerParser,
+    float_of,
+    floats_of,
+    int_list_of,
+    int_of,
+    join_names,
+    line_numbers,
+    line_sum,
+    list_of,
+    text_of,
+)
 from .cura import CuraParser
 from .generic import UnknownSlicerParser
 from .icesl import IceSLParser
@@ -30,6 +48,19 @@ from .simplify3d import Simplify3DParser
 
 __all__ = [
     "CHUNK",
+    "INT",
+    "NUM",
+    "REST",
+    "Extractor",
+    "float_of",
+    "floats_of",
+    "int_list_of",
+    "int_of",
+    "join_names",
+    "line_numbers",
+    "line_sum",
+    "list_of",
+    "text_of",
     "DEFAULT_PARSERS",
     "FIELD_ORDER",
     "FieldParser",

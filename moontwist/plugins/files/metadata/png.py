@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from itertools import accumulate
+from operator import mul
 
 __all__ = ["ImageError", "Image", "png_size", "decode_png", "decode_qoi", "encode_png", "fit_within"]
 
@@ -49,30 +51,44 @@ def _chunks(data: bytes):
         pos += 12 + length
 
 
+def _add_bytes(a: bytes, b: bytes, low: int, high: int) -> bytearray:
+    """Bytewise ``(a + b) & 0xFF`` on whole rows at once, via big ints."""
+    x, y = int.from_bytes(a, "big"), int.from_bytes(b, "big")
+    total = ((x & low) + (y & low)) ^ ((x ^ y) & high)
+    return bytearray(total.to_bytes(len(a), "big"))
+
+
 def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> bytearray:
     out = bytearray(height * stride)
     prev = bytearray(stride)
+    low = int.from_bytes(b"\x7f" * stride, "big")
+    high = int.from_bytes(b"\x80" * stride, "big")
+    wrap = (255).__and__
     pos = 0
     for y in range(height):
         ftype = raw[pos]
         line = bytearray(raw[pos + 1 : pos + 1 + stride])
         pos += stride + 1
-        if ftype == 1:  # Sub
-            for i in range(bpp, stride):
-                line[i] = (line[i] + line[i - bpp]) & 0xFF
+        if ftype == 1:  # Sub: running sum per channel
+            for c in range(bpp):
+                line[c::bpp] = bytes(map(wrap, accumulate(line[c::bpp])))
         elif ftype == 2:  # Up
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev))
+            line = _add_bytes(line, prev, low, high)
         elif ftype == 3:  # Average
-            for i in range(stride):
-                left = line[i - bpp] if i >= bpp else 0
-                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
+            for i in range(bpp):
+                line[i] = (line[i] + (prev[i] >> 1)) & 0xFF
+            for i in range(bpp, stride):
+                line[i] = (line[i] + ((line[i - bpp] + prev[i]) >> 1)) & 0xFF
         elif ftype == 4:  # Paeth
-            for i in range(stride):
-                a = line[i - bpp] if i >= bpp else 0
-                b = prev[i]
-                c = prev[i - bpp] if i >= bpp else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            for i in range(bpp):
+                line[i] = (line[i] + prev[i]) & 0xFF
+            for i in range(bpp, stride):
+                a, b, c = line[i - bpp], prev[i], prev[i - bpp]
+                pa, pb = b - c, a - c
+                pc = pa + pb
+                pa = pa if pa >= 0 else -pa
+                pb = pb if pb >= 0 else -pb
+                pc = pc if pc >= 0 else -pc
                 pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
                 line[i] = (line[i] + pred) & 0xFF
         elif ftype != 0:
@@ -232,26 +248,21 @@ def fit_within(img: Image, box: int) -> Image:
     if (nw, nh) == (img.width, img.height):
         return img
     src, w, h = img.rgba, img.width, img.height
+    alpha = src[3::4]
+    # alpha-premultiplied channels, then alpha itself
+    planes = [list(map(mul, src[c::4], alpha)) for c in range(3)] + [list(alpha)]
     out = bytearray(nw * nh * 4)
     for oy in range(nh):
         y0 = oy * h // nh
         y1 = max((oy + 1) * h // nh, y0 + 1)
+        # per source column: sum over this band of rows
+        cols = [list(map(sum, zip(*(p[y * w : (y + 1) * w] for y in range(y0, y1))))) for p in planes]
         for ox in range(nw):
             x0 = ox * w // nw
             x1 = max((ox + 1) * w // nw, x0 + 1)
-            sr = sg = sb = sa = 0
-            for y in range(y0, y1):
-                row = y * w * 4
-                for x in range(x0 * 4 + row, x1 * 4 + row, 4):
-                    alpha = src[x + 3]
-                    sr += src[x] * alpha
-                    sg += src[x + 1] * alpha
-                    sb += src[x + 2] * alpha
-                    sa += alpha
-            count = (y1 - y0) * (x1 - x0)
-            o = (oy * nw + ox) * 4
+            sr, sg, sb, sa = (sum(c[x0:x1]) for c in cols)
             if sa:
-                out[o : o + 4] = bytes(
-                    (sr // sa, sg // sa, sb // sa, (sa + count // 2) // count)
-                )
+                count = (y1 - y0) * (x1 - x0)
+                o = (oy * nw + ox) * 4
+                out[o : o + 4] = bytes((sr // sa, sg // sa, sb // sa, (sa + count // 2) // count))
     return Image(nw, nh, bytes(out))

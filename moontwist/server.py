@@ -113,6 +113,11 @@ class Server:
             config.load_secrets(secrets)
         return config
 
+    def check_config(self) -> None:
+        """Read the config files and [server] now, so errors show before the reactor starts."""
+        self.config = self.load_config()
+        self._read_server_section()
+
     def _read_server_section(self) -> None:
         section = self.config.section("server")
         host = section.get("host", "0.0.0.0")

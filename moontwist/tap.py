@@ -13,11 +13,15 @@ from twisted.python import usage
 
 from moontwist.api.http import APISite
 from moontwist.api.unixsock import UnixSocketFactory
+from moontwist.config import ConfigError
 from moontwist.server import Server, ServerOptions
 
 __all__ = ["Options", "makeService", "MoontwistService"]
 
 log = Logger()
+
+# Set when start-up failed after twistd took over, so ``moontwist`` can exit non-zero.
+start_failed = False
 
 
 class Options(usage.Options):
@@ -61,15 +65,14 @@ class MoontwistService(service.MultiService):
         self._started = d
 
     def _failed(self, failure: Any) -> None:
-        from moontwist.config import ConfigError
-
+        global start_failed
+        start_failed = True
         if failure.check(ConfigError):
             log.critical("Configuration error: {message}", message=failure.getErrorMessage())
         else:
             log.failure("moontwist failed to start", failure)
         self.server.close_log()
-        if self.reactor.running:
-            self.reactor.stop()
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def _listen(self) -> Any:
         server = self.server
@@ -110,5 +113,10 @@ def server_options(options: Options) -> ServerOptions:
 
 
 def makeService(options: Options) -> MoontwistService:  # noqa: N802 - twisted API
-    """The service ``twistd moontwist`` runs."""
-    return MoontwistService(Server(server_options(options)))
+    """The service ``twistd moontwist`` runs; a config that can't be read stops it here."""
+    server = Server(server_options(options))
+    try:
+        server.check_config()
+    except ConfigError as exc:
+        raise SystemExit(f"moontwist: configuration error: {exc}") from None
+    return MoontwistService(server)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,3 +212,67 @@ def daemon_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """``twistd -n moontwist`` as a real child process."""
+
+    def __init__(self, datapath: str, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.datapath = datapath
+        self.port = port or free_port()
+        self.argv = [PYTHON, "-m", "moontwist.cli", "--datapath", datapath, "--host", "127.0.0.1", "--port", str(self.port), *args]
+        self.env = env or daemon_env()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout: float = 20.0) -> Daemon:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}: {self.output()}")
+            try:
+                with urllib.request.urlopen(self.base + "/server/info", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"daemon did not answer within {timeout}s")
+
+    def output(self) -> str:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            return ""
+        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def get_json(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.base + path, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())

@@ -9,7 +9,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -157,21 +157,22 @@ class PluginManager:
             except Exception:
                 log.failure("Plugin {name} raised handling {hook}", name=impl.plugin_name, hook=hook)
 
-    def call_lifecycle(self, hook: str, *, mark_failed: bool, **kwargs: Any) -> Deferred:
-        """Call a lifecycle hook on every plugin and wait for all returned Deferreds."""
-        pending = []
-        names = []
-        for impl in list(self._impls(hook)):
-            pending.append(maybeDeferred(_call, impl, kwargs))
-            names.append(impl.plugin_name)
+    @inlineCallbacks
+    def call_lifecycle(self, hook: str, *, mark_failed: bool, **kwargs: Any) -> Any:
+        """Call a lifecycle hook plugin by plugin, waiting for each returned Deferred.
 
-        def check(results: list[tuple[bool, Any]]) -> None:
-            for name, (ok, value) in zip(names, results):
-                if ok:
-                    continue
+        ``startup`` runs in load order (built-ins first, so the database is open
+        before the plugins that use it start); ``shutdown`` in reverse order.
+        """
+        impls = list(self._impls(hook))
+        if hook == "shutdown":
+            impls.reverse()
+        for impl in impls:
+            try:
+                yield maybeDeferred(_call, impl, kwargs)
+            except Exception:
+                failure = Failure()
                 if mark_failed:
-                    self._fail(name, value)
+                    self._fail(impl.plugin_name, failure)
                 else:
-                    log.failure("Plugin {name} failed in {hook}", value, name=name, hook=hook)
-
-        return DeferredList(pending, consumeErrors=True).addCallback(check)
+                    log.failure("Plugin {name} failed in {hook}", failure, name=impl.plugin_name, hook=hook)

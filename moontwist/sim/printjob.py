@@ -202,7 +202,6 @@ class VirtualSDCard:
             return
         self.active = True
         self._generation += 1
-        self.printer.print_stats.note_start()
         self.printer.spawn(self._work(self._generation))
 
     def pause(self) -> None:
@@ -265,6 +264,9 @@ class VirtualSDCard:
     async def _run_batch(self, generation: int) -> bool:
         """Run lines until the queue is full; True when the print loop must end."""
         toolhead = self.printer.toolhead
+        stats = self.printer.print_stats
+        if generation == self._generation and stats.state != "printing":
+            stats.note_start()
         for _ in range(LINES_PER_BATCH):
             if generation != self._generation:
                 return True

@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from bench.server import ProcStats, self_cpu_seconds
+from bench.server import ProcStats, self_cpu_seconds, system_busy_seconds
 from bench.stats import summarize
 
 __all__ = ["LoadResult", "Window"]
@@ -22,7 +22,15 @@ class LoadResult:
     latencies: list[float] = field(repr=False)
     client_cpu: float  # generator CPU seconds per wall second during the window
     server_cpu: float | None  # server CPU seconds per wall second (None: pid unknown)
+    system_cpu: float | None = None  # whole machine's busy CPU seconds per wall second
     aborted: str | None = None  # why the run stopped early, if it did
+
+    @property
+    def other_cpu(self) -> float | None:
+        """CPU s/s used by everything except server and generator (noise from other work)."""
+        if self.system_cpu is None or self.server_cpu is None:
+            return None
+        return max(0.0, self.system_cpu - self.server_cpu - self.client_cpu)
 
     @property
     def rate(self) -> float:
@@ -74,6 +82,8 @@ class Window:
         self._c0 = self._c1 = 0.0
         self._s0: float | None = None
         self._s1: float | None = None
+        self._y0: float | None = None
+        self._y1: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handles: list[asyncio.TimerHandle] = []
         self.finished: asyncio.Future[None] | None = None
@@ -118,6 +128,9 @@ class Window:
         server = None
         if self._s0 is not None and self._s1 is not None and elapsed > 0:
             server = (self._s1 - self._s0) / elapsed
+        system = None
+        if self._y0 is not None and self._y1 is not None and elapsed > 0:
+            system = (self._y1 - self._y0) / elapsed
         return LoadResult(
             completed=self.completed,
             errors=self.errors,
@@ -125,6 +138,7 @@ class Window:
             latencies=self.latencies,
             client_cpu=client,
             server_cpu=server,
+            system_cpu=system,
             aborted=self.aborted,
         )
 
@@ -138,6 +152,7 @@ class Window:
             return
         assert self._loop is not None
         self._s0 = self._server_cpu()
+        self._y0 = system_busy_seconds()
         self._c0 = self_cpu_seconds()
         self._t0 = time.perf_counter()
         self.open = True
@@ -150,6 +165,7 @@ class Window:
             self._t1 = time.perf_counter()
             self._c1 = self_cpu_seconds()
             self._s1 = self._server_cpu()
+            self._y1 = system_busy_seconds()
         self.open = False
         self.closed = True
         for h in self._handles:

@@ -9,10 +9,12 @@ from typing import Any
 
 from bench.result import Result
 
-__all__ = ["SATURATED", "format_table", "to_json", "warnings"]
+__all__ = ["OTHER_BUSY", "SATURATED", "format_table", "to_json", "warnings"]
 
 # a generator using this much of one core is (nearly) the bottleneck
 SATURATED = 0.90
+# CPU s/s used by other processes during a measurement that makes it suspect
+OTHER_BUSY = 0.15
 
 
 def _num(v: float | None, unit: str = "") -> str:
@@ -77,6 +79,12 @@ def format_table(results: Sequence[tuple[str, Result]]) -> str:
 def warnings(results: Sequence[tuple[str, Result]]) -> list[str]:
     out = []
     for _suite, r in results:
+        other = r.extra.get("other_cpu") if r.extra else None
+        if other is not None and other >= OTHER_BUSY:
+            out.append(
+                f"other processes used {other:.2f} CPU s/s during '{r.name}': "
+                "the machine was not quiet, the figure may be low"
+            )
         if r.client_cpu is not None and r.client_cpu >= SATURATED and "(wrk)" not in r.name:
             srv = f"{r.server_cpu:.2f}" if r.server_cpu is not None else "unknown"
             out.append(

@@ -28,10 +28,13 @@ __all__ = [
     "repo_root",
     "self_cpu_seconds",
     "set_affinity",
+    "system_busy_seconds",
 ]
 
 # ``python -m twisted`` is Twisted's ``twist`` runner: it never daemonizes, so it has no ``-n``.
-DEFAULT_SERVER_CMD = "{python} -m twisted moontwist --datapath {datapath} --port {port} --simulate"
+DEFAULT_SERVER_CMD = (
+    "{python} -m twisted moontwist --datapath {datapath} --host {host} --port {port} --simulate"
+)
 STANDIN_CMD = "{python} -m bench.standin --host {host} --port {port}"
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -58,6 +61,22 @@ def self_cpu_seconds() -> float:
     """User + system CPU seconds used by this process so far (all its threads)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+def system_busy_seconds() -> float | None:
+    """CPU seconds all CPUs of the machine spent busy (not idle/iowait) so far, from /proc/stat."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != b"cpu":
+        return None
+    vals = [int(x) for x in fields[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    # guest time is already included in user/nice
+    busy = sum(vals[:8]) - idle
+    return busy / _CLK_TCK
 
 
 def http_get(

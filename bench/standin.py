@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 SERVER_INFO = {
     "klippy_connected": True,

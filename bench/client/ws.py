@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 __all__ = ["WsRpcClient", "accept_key", "encode_frame", "rpc_prefix", "ws_rpc_load"]
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _perf = time.perf_counter
 _getrandbits = random.getrandbits
 
@@ -96,6 +96,7 @@ class WsRpcClient(asyncio.Protocol):
         self.upgraded = False
         self.fragments: list[bytes] = []
         self.notifications = 0
+        self.error: Exception | None = None
         self.on_reply = None
         self.on_batch_done = None
 
@@ -154,8 +155,10 @@ class WsRpcClient(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if not self.handshaken.done():
             self.handshaken.set_exception(exc)
+        if self.error is None:
+            self.error = exc
         if not self.closed.done():
-            self.closed.set_exception(exc)
+            self.closed.set_result(None)
         if self.transport is not None:
             self.transport.close()
 
@@ -220,6 +223,8 @@ class WsRpcClient(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc) -> None:
+        if exc is not None and self.error is None:
+            self.error = exc
         if not self.handshaken.done():
             self.handshaken.set_exception(exc or WsError("connection closed during handshake"))
         if not self.closed.done():
@@ -267,7 +272,11 @@ async def ws_connect(
     _, proto = await asyncio.wait_for(
         loop.create_connection(lambda: WsRpcClient(host, port, path, headers), host, port), timeout
     )
-    await asyncio.wait_for(proto.handshaken, timeout)
+    try:
+        await asyncio.wait_for(proto.handshaken, timeout)
+    except BaseException:
+        proto.transport.close()
+        raise
     return proto
 
 
@@ -328,8 +337,8 @@ async def ws_rpc_load(
     done = asyncio.ensure_future(window.finished)
     await asyncio.wait([done, client.closed], return_when=asyncio.FIRST_COMPLETED)
     if not done.done():
-        exc = client.closed.exception() if client.closed.done() else None
-        window.abort(f"websocket closed by server{': ' + str(exc) if exc else ''}")
+        exc = client.error
+        window.abort(f"websocket closed{': ' + repr(exc) if exc else ' by the server'}")
     # drain replies still in flight (bounded), then close politely
     deadline = _perf() + 2.0
     while pending and _perf() < deadline and not client.closed.done():

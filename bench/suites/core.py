@@ -56,6 +56,8 @@ def _load_rows(
         "elapsed_s": round(lr.elapsed, 4),
         "client_us_per_op": lr.client_us_per_op,
         "placement": placement,
+        "system_cpu": lr.system_cpu,
+        "other_cpu": lr.other_cpu,
         "latency_ms": {k: (v * 1e3 if k != "count" else v) for k, v in lat.items()},
     }
     rows = [

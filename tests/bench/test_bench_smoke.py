@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import cli  # noqa: E402
 from bench.client.http import parse_response  # noqa: E402
+from bench.client.ws import accept_key  # noqa: E402
 from bench.result import Result  # noqa: E402
 from bench.stats import percentile, summarize  # noqa: E402
 
@@ -103,6 +104,7 @@ def test_unknown_suite_is_refused(capsys):
 
 
 def test_helpers():
+    assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 1.3
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert summarize([])["count"] == 0
     assert Result("x", 10, "req/s", target=5).met is True

@@ -97,8 +97,9 @@ class Printer:
         self.state_message = message if message is not None else defaults[state]
 
     def close(self) -> None:
-        """Stop background work of this instance (restart/stop)."""
+        """Stop background work of this instance (restart/stop); waiting commands fail."""
         self.closed = True
+        self.state = "shutdown"
         self.vsd.cancel()
 
     # ---- hooks for components

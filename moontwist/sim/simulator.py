@@ -179,6 +179,8 @@ class KlippySimulator:
         unlisten = self._unlisten()
 
         def refuse(_):
+            if self._stopped:
+                return None
             self._open_refuser()
             return self.clock.sleep(self.restart_delay)
 
@@ -266,14 +268,20 @@ class KlippySimulator:
 
 
 class SimulatorService(Service):
-    """Runs a :class:`KlippySimulator` inside a Twisted application."""
+    """Runs a :class:`KlippySimulator` inside a Twisted application.
+
+    ``listening`` is the Deferred of the last start (MultiService ignores the
+    return value of ``startService``).
+    """
 
     def __init__(self, simulator: KlippySimulator) -> None:
         self.simulator = simulator
+        self.listening: Deferred | None = None
 
     def startService(self) -> Deferred:
         super().startService()
-        return self.simulator.start()
+        self.listening = self.simulator.start()
+        return self.listening
 
     def stopService(self) -> Deferred:
         super().stopService()

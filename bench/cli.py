@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             if pid is None and host in _LOOPBACK:
                 pid = find_listening_pid(port)
                 pid_note = "auto-detected from the listening socket" if pid else ""
-            server_desc = f"external ({args.base_url})"
+            server_desc = "external server"
             rss_label = "RSS before load"
             started = False
         else:

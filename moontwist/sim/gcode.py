@@ -77,9 +77,7 @@ def parse_line(raw: str) -> GCodeCommand:
     if not words:
         return GCodeCommand("", line, {})
     first, value = words[0]
-    command = (first + value).strip() if len(first) == 1 else first
-    if len(first) == 1 and " " in command:
-        command = command.split()[0]
+    command = (first + value).split()[0] if (first + value).strip() else ""
     params = {w: v.strip() for w, v in words[1:]}
     return GCodeCommand(command, line, params)
 

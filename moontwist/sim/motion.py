@@ -88,11 +88,10 @@ class Toolhead:
             self.printer.note_extrude(delta[3])
         if dist < 1e-9:
             return
-        accel_dist = speed * speed / self.max_accel
-        if dist >= accel_dist:
-            duration = dist / speed + speed / self.max_accel
-        else:
-            duration = 2.0 * math.sqrt(dist / self.max_accel)
+        # cruise at ``speed``; add the acceleration ramp only when starting from rest
+        duration = dist / speed
+        if self.lookahead() <= 0:
+            duration += speed / self.max_accel
         self.velocity = speed
         self._queue(duration)
 

@@ -148,25 +148,29 @@ class VirtualSDCard:
         return self.file_position / self.file_size if self.file_size else 0.0
 
     def _resolve(self, name: str) -> str:
-        name = name.lstrip("/")
-        path = os.path.join(self.root, name)
-        if os.path.isfile(path):
-            return path
-        folder = os.path.dirname(path)
-        try:
-            for entry in os.listdir(folder):
-                if entry.lower() == os.path.basename(name).lower():
-                    return os.path.join(folder, entry)
-        except OSError:
-            pass
-        raise GCodeError("Unable to open file")
+        """The file's path relative to the gcodes folder (case-insensitive fallback)."""
+        root = os.path.realpath(self.root)
+        real = os.path.realpath(os.path.join(root, name.lstrip("/")))
+        if os.path.commonpath([root, real]) != root:
+            raise GCodeError("Unable to open file")
+        if not os.path.isfile(real):
+            folder, base = os.path.split(real)
+            try:
+                matches = [e for e in os.listdir(folder) if e.lower() == base.lower()]
+            except OSError:
+                matches = []
+            if not matches:
+                raise GCodeError("Unable to open file")
+            real = os.path.join(folder, matches[0])
+        return os.path.relpath(real, root)
 
     def load(self, name: str) -> None:
         """Open ``name`` (relative to the gcodes folder) and select it."""
         if self.active:
             raise GCodeError("SD busy")
         self.reset_file()
-        path = self._resolve(name)
+        shown = self._resolve(name)
+        path = os.path.join(self.root, shown)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - kept open while printing
         except OSError:
@@ -176,7 +180,6 @@ class VirtualSDCard:
         self.file_size = os.fstat(handle.fileno()).st_size
         self.file_position = 0
         self._buffer = b""
-        shown = os.path.relpath(path, self.root)
         gcode = self.printer.gcode
         gcode.respond_raw(f"File opened:{shown} Size:{self.file_size}")
         gcode.respond_raw("File selected")

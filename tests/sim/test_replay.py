@@ -95,3 +95,36 @@ async def test_replay_recorded_session(sim):
                 assert got == expected or (VARIABLE_OUTPUT.match(got)
                                            and VARIABLE_OUTPUT.match(expected)), (got, expected)
     client.transport.loseConnection()
+
+
+MOONRAKER = os.path.join(os.path.dirname(__file__), "..", "data", "klippy",
+                         "moonraker_to_klippy.jsonl")
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_moonraker_startup_sequence(sim):
+    """Moonraker's connect sequence (reused ids, requests in flight together) works."""
+    with open(MOONRAKER) as handle:
+        lines = [json.loads(line) for line in handle]
+    client = await connect_ready(sim.socket_path)
+    requests, replies = [], {}
+    for entry in lines:
+        if entry["dir"] == "event" and "upload" in entry["msg"].get("step", ""):
+            break
+        if entry["dir"] == "moonraker->klippy":
+            requests.append(entry["msg"])
+    assert len(requests) > 15
+    for msg in requests:
+        start = len(client.messages)
+        client.send(msg)
+        reply = await client.wait_for(
+            lambda r, i=msg["id"]: r.get("id") == i and ("result" in r or "error" in r),
+            since=start)
+        assert "result" in reply, (msg, reply)
+        replies.setdefault(msg["method"], []).append(reply["result"])
+    assert replies["register_remote_method"] == [{}] * 5
+    assert client.outputs()[-1] == "// x"
+    status = replies["objects/subscribe"][-1]["status"]
+    assert status["webhooks"]["state"] == "ready"
+    assert "print_stats" in status and "extruder" in status
+    client.transport.loseConnection()

@@ -9,7 +9,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, start the simulator and run the reactor."""
-    parser = argparse.ArgumentParser(prog="moontwist-sim", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="moontwist-sim", description="Run the Klippy simulator until SIGINT/SIGTERM.")
     parser.add_argument("--socket", required=True, help="Unix socket path to listen on")
     parser.add_argument("--gcodes", required=True, help="folder SDCARD_PRINT_FILE reads from")
     parser.add_argument("--speed", type=float, default=1.0,

@@ -13,14 +13,20 @@ SHUTDOWN = ("Shutdown due to webhooks request\nOnce the underlying issue is corr
             " the host software.\nPrinter is shutdown\n")
 
 
-def refused(path: str) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except ConnectionRefusedError:
-        return True
-    finally:
-        sock.close()
+async def refused(path: str) -> bool:
+    """True once a connect gets ECONNREFUSED (the socket file exists but nobody accepts)."""
+    for _ in range(20):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except ConnectionRefusedError:
+            return True
+        except FileNotFoundError:
+            await sleep(0.005)
+        else:
+            return False
+        finally:
+            sock.close()
     return False
 
 
@@ -56,7 +62,7 @@ async def test_emergency_stop_shutdown_then_firmware_restart(sim, client):
     await client.closed
     assert client.messages[start + 1:] == [
         {"method": "out", "params": {"response": "// Klipper state: Disconnect"}}]
-    assert refused(sim.socket_path)
+    assert await refused(sim.socket_path)
     again = await connect_ready(sim.socket_path)
     status = await again.result("objects/query", {"objects": {"webhooks": None,
                                                               "toolhead": ["homed_axes"]}})

@@ -85,6 +85,11 @@ def gcode_response(server: Server, response: str) -> None:
 
 
 @hookspec
+def gcode_command(server: Server, script: str) -> None:
+    """A client sent G-code through the API (``printer.gcode.script``, print start)."""
+
+
+@hookspec
 def connection_opened(server: Server, connection: Connection) -> None:
     """A websocket or unix socket client connected."""
 

@@ -276,3 +276,13 @@ class Daemon:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             return err.code, json.loads(err.read())
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> None:
+    """Poll ``predicate`` on the reactor until it is true."""
+    waited = 0.0
+    while not predicate():
+        if waited > timeout:
+            raise TimeoutError("condition not met")
+        await sleep(step)
+        waited += step

@@ -6,12 +6,12 @@ import json
 
 import pytest_twisted
 import treq
-from mtclient import start_service
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import Endpoint
 from moontwist.hookspecs import hookimpl
+from mtclient import start_service
 
 
 class EchoPlugin:

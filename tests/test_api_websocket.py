@@ -8,7 +8,6 @@ import socket
 
 import pytest
 import pytest_twisted
-from mtclient import RPCError, connect_unix, sleep, start_service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
@@ -16,6 +15,7 @@ from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import Endpoint
 from moontwist.hookspecs import hookimpl
+from mtclient import RPCError, connect_unix, sleep, start_service
 
 
 class RPCTestPlugin:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import pytest_twisted
-from mtclient import start_service
 
 from moontwist.config import Config, ConfigError
+from mtclient import start_service
 
 
 def write(path, text):

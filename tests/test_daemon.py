@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytest_twisted
+
 from mtclient import Daemon, connect_ws, daemon_env, sleep, start_service
 
 

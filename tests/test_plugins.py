@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 import pytest_twisted
+
 from mtclient import PYTHON, REPO, Daemon, connect_ws, daemon_env
 
 PKG = os.path.join(REPO, "tests", "plugin_pkg")

@@ -30,6 +30,7 @@ RETRY_MAX = 2.0
 INFO_TIMEOUT = 5.0
 POLL_INTERVAL = 0.5
 REQUEST_TIMEOUT = 60.0
+DEFAULT = object()
 REMOTE_METHODS = ("shutdown_machine", "reboot_machine", "pause_job_queue", "start_job_queue", "set_device_power")
 
 
@@ -56,6 +57,7 @@ class KlippyConnection:
         self._retry_call: Any = None
         self._running = False
         self._print_state: str | None = None
+        self.request_timeout = REQUEST_TIMEOUT
 
     # public state ---------------------------------------------------------------------
 
@@ -159,8 +161,13 @@ class KlippyConnection:
 
     # requests --------------------------------------------------------------------------
 
-    def request(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = REQUEST_TIMEOUT) -> Deferred:
-        """Send a request; fails at once with 503 when Klippy isn't connected."""
+    def request(self, method: str, params: dict[str, Any] | None = None, timeout: float | None | object = DEFAULT) -> Deferred:
+        """Send a request; fails at once with 503 when Klippy isn't connected.
+
+        ``timeout`` defaults to ``request_timeout``; None waits for ever (long G-code).
+        """
+        if timeout is DEFAULT:
+            timeout = self.request_timeout
         proto = self._proto
         if proto is None:
             return fail(ServerError("Klippy Disconnected", 503))

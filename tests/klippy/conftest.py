@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest_twisted
+
 from mtclient import start_service, wait_for
 
 CONFIG = "[server]\n[simulator]\nspeed: 50\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+
 from mtclient import RPCError, sleep, wait_for
 
 
@@ -127,7 +128,7 @@ async def test_many_subscribes_together_make_one_klippy_request(printer):
     sent = []
     original = klippy.request
 
-    def counting(method, params=None, timeout=60.0):
+    def counting(method, params=None, timeout=None):
         sent.append(method)
         return original(method, params, timeout)
 

@@ -30,6 +30,7 @@ DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
 # frontends look for in server.info's "components".
 BUILTIN_PLUGINS: dict[str, str] = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
+    "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
 }
 
 

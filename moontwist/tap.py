@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from OpenSSL.SSL import Error as SSLError
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.ssl import PrivateCertificate
 from twisted.logger import Logger
 from twisted.python import usage
 
 from moontwist.api.http import APISite
+from moontwist.api.upload import streaming_request_factory
 from moontwist.api.unixsock import UnixSocketFactory
 from moontwist.config import ConfigError
 from moontwist.server import Server, ServerOptions
@@ -55,7 +58,9 @@ class MoontwistService(service.MultiService):
         self.server = server
         self.reactor = reactor or server.reactor
         self.site = APISite(server.root_resource())
+        self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
+        self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured
 
     def startService(self) -> None:  # noqa: N802 - twisted API
         service.Service.startService(self)
@@ -85,9 +90,32 @@ class MoontwistService(service.MultiService):
             serverFromString(self.reactor, f"unix:{sock_path}:mode=660"), UnixSocketFactory(server)
         )
         unix.setServiceParent(self)
+        self._listen_tls()
         self.site.access_log = server.debug
         log.info("Listening on {host}:{port} and {sock}", host=server.host, port=server.port, sock=sock_path)
         return tcp._waitingForPort.addCallback(self._listening)
+
+    def _listen_tls(self) -> None:
+        """HTTPS and WSS on ``ssl_port`` when ``[server]`` names a certificate and its key."""
+        section = self.server.config.section("server")
+        cert_path = section.get("ssl_certificate_path", None)
+        key_path = section.get("ssl_key_path", None)
+        if not cert_path or not key_path:
+            return
+        port = section.getint("ssl_port", 7130, minval=0, maxval=65535)
+        try:
+            with open(os.path.expanduser(cert_path), "rb") as f:
+                cert = f.read()
+            with open(os.path.expanduser(key_path), "rb") as f:
+                key = f.read()
+            options = PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+        except (OSError, ValueError, SSLError) as exc:
+            log.error("HTTPS disabled: can't load {cert} / {key}: {error}", cert=cert_path, key=key_path, error=str(exc))
+            return
+        tls = StreamServerEndpointService(SSL4ServerEndpoint(self.reactor, port, options, interface=self.server.host), self.site)
+        tls.setServiceParent(self)
+        self.tls_port = tls._waitingForPort
+        log.info("Listening for HTTPS on {host}:{port}", host=self.server.host, port=port)
 
     def _listening(self, port: Any) -> Any:
         self.listening_port = port

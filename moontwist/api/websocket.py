@@ -33,7 +33,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
     def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
         origin = request.headers.get("origin")
         checker = self.server.origin_allowed
-        if origin and checker is not None and not checker(origin):
+        if origin and checker is not None and not checker(origin, request.headers.get("host")):
             raise ConnectionDeny(403, f"Origin {origin} is not allowed")
         self.init_connection(getattr(self.transport.getPeer(), "host", None))
         self.http_params = request.params

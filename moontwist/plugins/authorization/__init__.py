@@ -1,0 +1,78 @@
+"""``[authorization]``: users, JWTs, the API key, trusted clients and CORS.
+
+Loaded only when the section exists (as Moonraker does); without it every
+request is allowed.  The plugin installs the server's ``authorize``,
+``origin_allowed`` and ``http_prepare`` hooks and the ``identify_credentials``
+service used by ``server.connection.identify``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from moontwist.api.errors import ServerError
+from moontwist.hookspecs import hookimpl
+from moontwist.plugins.authorization.cors import prepare_http
+from moontwist.plugins.authorization.endpoints import AccessEndpoints
+from moontwist.plugins.authorization.manager import AuthManager
+
+__all__ = ["AuthorizationPlugin"]
+
+
+class AuthorizationPlugin:
+    """Moonraker's ``authorization`` component."""
+
+    optional = True
+    section = "authorization"
+
+    def __init__(self) -> None:
+        self.auth: AuthManager | None = None
+
+    @hookimpl
+    def configure(self, server: Any, config: Any) -> None:
+        auth = AuthManager(server, config.section("authorization"))
+        self.auth = auth
+        # Installed now, so nothing is reachable unauthenticated while the users load.
+        server.authorize = auth.authorize
+        server.origin_allowed = auth.cors.allowed
+        server.http_prepare = lambda request: prepare_http(auth.cors, request)
+        server.provide("identify_credentials", self.identify_credentials)
+
+    @hookimpl
+    def register_endpoints(self, register: Any) -> None:
+        assert self.auth is not None
+        for endpoint in AccessEndpoints(self.auth.server, self.auth).endpoints():
+            register(endpoint)
+
+    # trylast: the database plugin must have opened the database (and imported Moonraker's).
+    @hookimpl(trylast=True)
+    def startup(self, server: Any) -> Deferred:
+        db = server.lookup("database")
+        if db is None:
+            raise RuntimeError("[authorization] needs the database plugin")
+        assert self.auth is not None
+        return Deferred.fromCoroutine(self.auth.start(db))
+
+    @hookimpl
+    def shutdown(self, server: Any) -> None:
+        if self.auth is not None:
+            self.auth.stop()
+        if server.authorize is not None and self.auth is not None and server.authorize == self.auth.authorize:
+            server.authorize = server.origin_allowed = server.http_prepare = None
+
+    @hookimpl
+    def connection_opened(self, connection: Any) -> None:
+        if self.auth is not None and connection.user is None and connection.transport_name == "websocket":
+            connection.user = self.auth.connection_user(connection)
+
+    def identify_credentials(self, conn: Any, access_token: str | None, api_key: str | None) -> None:
+        """Authenticate a connection from ``server.connection.identify``'s arguments."""
+        assert self.auth is not None
+        if api_key:
+            conn.user = self.auth.check_api_key(api_key)
+        elif access_token:
+            conn.user = self.auth.check_jwt(access_token).info()
+        else:
+            raise ServerError("Unauthorized", 401)

@@ -1,0 +1,235 @@
+"""Authentication state and checks: users, API key, JWTs, oneshot tokens, trusted clients."""
+
+from __future__ import annotations
+
+import hmac
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from moontwist.api.errors import ServerError
+from moontwist.api.registry import APIRequest
+from moontwist.config import ConfigSection
+from moontwist.plugins.authorization import jwt
+from moontwist.plugins.authorization.limits import LoginThrottle, OneshotTokens
+from moontwist.plugins.authorization.policy import CorsPolicy, TrustedClients
+from moontwist.plugins.authorization.users import User, UserStore
+
+__all__ = ["AuthManager", "API_KEY_USER", "TRUSTED_USER", "RESERVED_USERS"]
+
+log = Logger()
+
+API_KEY_USER = "_API_KEY_USER_"
+TRUSTED_USER = "_TRUSTED_USER_"
+RESERVED_USERS = frozenset({API_KEY_USER, TRUSTED_USER})
+JWT_LIFETIME = 3600.0
+RESOLVE_INTERVAL = 300.0
+# Local tools: the unix socket is guarded by file permissions, MQTT by its broker.
+LOCAL_TRANSPORTS = frozenset({"unix", "mqtt"})
+SOURCES = ("moonraker",)
+
+
+def _unauthorized(reason: str = "Unauthorized") -> ServerError:
+    return ServerError(reason, 401)
+
+
+class AuthManager:
+    """Everything the authorization plugin knows; ``start`` loads it from the database."""
+
+    def __init__(self, server: Any, section: ConfigSection) -> None:
+        self.server = server
+        self.trusted = TrustedClients(section.getlist("trusted_clients", []))
+        self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted)
+        self.force_logins: bool = section.getboolean("force_logins", False)
+        self.login_timeout: int = section.getint("login_timeout", 90, minval=1)
+        max_attempts = section.getint("max_login_attempts", 10, minval=1)
+        self.default_source: str = section.get("default_source", "moonraker", choices=SOURCES)
+        for entry in self.trusted.invalid:
+            server.config.extra_warnings.append(
+                f"[authorization]: invalid entry '{entry}' in option 'trusted_clients' (ignored)"
+            )
+        for entry in self.cors.invalid:
+            server.config.extra_warnings.append(
+                f"[authorization]: unsafe or invalid domain '{entry}' in option 'cors_domains' (ignored)"
+            )
+        self.users: UserStore | None = None
+        self.db: Any = None
+        self.api_key: str | None = None
+        self.oneshot = OneshotTokens(server.reactor)
+        self.throttle = LoginThrottle(max_attempts, server.reactor)
+        self.started_on = time.time()
+        self._resolver: LoopingCall | None = None
+        self._rpc_http_user: dict[str, Any] | None = None
+
+    # lifecycle -----------------------------------------------------------------------
+
+    async def start(self, db: Any) -> None:
+        self.db = db
+        users = UserStore(db)
+        await users.load()
+        self.users = users
+        try:
+            record = await db.get_item("moonraker", "authorization")
+        except ServerError:
+            record = None
+        key = record.get("api_key") if isinstance(record, dict) else None
+        if not isinstance(key, str) or not key:
+            key = await self.new_api_key()
+        self.api_key = key
+        if self.trusted.hostnames:
+            await deferToThread(self.trusted.resolve)
+            self._resolver = LoopingCall(deferToThread, self.trusted.resolve)
+            self._resolver.clock = self.server.reactor
+            self._resolver.start(RESOLVE_INTERVAL, now=False)
+
+    def stop(self) -> None:
+        if self._resolver is not None and self._resolver.running:
+            self._resolver.stop()
+        self.users = None
+
+    async def new_api_key(self) -> str:
+        key = uuid.uuid4().hex
+        await self.db.insert_item("moonraker", ["authorization", "api_key"], key)
+        self.api_key = key
+        return key
+
+    # who is asking -------------------------------------------------------------------
+
+    @property
+    def login_required(self) -> bool:
+        return self.force_logins and bool(self.users and self.users.users)
+
+    def trusted_user(self, ip: str | None) -> dict[str, Any] | None:
+        """The trusted pseudo-user for ``ip``, unless forced logins override trust."""
+        if self.login_required or not self.trusted.is_trusted(ip):
+            return None
+        return {"username": TRUSTED_USER, "source": "moonraker", "created_on": self.started_on}
+
+    def check_api_key(self, key: str) -> dict[str, Any]:
+        expected = self.api_key
+        if expected is None or not _same(key, expected):
+            raise _unauthorized("Invalid API key")
+        return {"username": API_KEY_USER, "source": "moonraker", "created_on": self.started_on}
+
+    def _key_for(self, payload: dict[str, Any]) -> bytes | None:
+        username = payload.get("username")
+        user = self.users.get(username) if self.users is not None and isinstance(username, str) else None
+        return user.token_key if user is not None else None
+
+    def check_jwt(self, token: str, token_type: str = "auth") -> User:
+        if self.users is None:
+            raise _unauthorized("Authorization is not ready")
+        try:
+            payload = jwt.decode(token, self._key_for, token_type)
+        except jwt.TokenError as exc:
+            raise _unauthorized(f"Invalid token: {exc}") from None
+        user = self.users.get(payload["username"])
+        if user is None:
+            raise _unauthorized("Invalid token: unknown user")
+        return user
+
+    def check_oneshot(self, token: str, ip: str | None) -> dict[str, Any]:
+        valid, user = self.oneshot.consume(token, ip)
+        if not valid or user is None:
+            raise _unauthorized("Invalid or expired oneshot token")
+        return user
+
+    def issue_tokens(self, user: User) -> dict[str, str]:
+        key = user.token_key
+        assert key is not None
+        now = time.time()
+        claims = {"iss": "moontwist", "iat": now, "username": user.username}
+        return {
+            "token": jwt.encode({**claims, "exp": now + JWT_LIFETIME, "token_type": "auth"}, key),
+            "refresh_token": jwt.encode(
+                {**claims, "exp": now + self.login_timeout * 86400.0, "token_type": "refresh"}, key
+            ),
+        }
+
+    def credentials(
+        self, headers: dict[str, str], query: dict[str, str], ip: str | None
+    ) -> dict[str, Any] | None:
+        """The user named by the credentials offered, the trusted user, or None.
+
+        Credentials that are offered but wrong raise 401, even from a trusted address.
+        """
+        api_key = headers.get("x-api-key")
+        if api_key is not None:
+            return self.check_api_key(api_key)
+        auth = headers.get("authorization")
+        if auth is not None:
+            scheme, _, token = auth.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise ServerError("Malformed Authorization header: expected 'Bearer <token>'", 401)
+            return self.check_jwt(token.strip()).info()
+        if "access_token" in query:
+            return self.check_jwt(query["access_token"]).info()
+        if "token" in query:
+            return self.check_oneshot(query["token"], ip)
+        return self.trusted_user(ip)
+
+    def http_user(self, request: APIRequest) -> dict[str, Any] | None:
+        http = request.http_request
+        headers = {
+            name: (http.getHeader(name.encode()) or b"").decode("latin-1")
+            for name in ("x-api-key", "authorization")
+            if http.getHeader(name.encode()) is not None
+        }
+        raw_query = http.uri.partition(b"?")[2].decode("utf-8", "surrogateescape")
+        query = {k: v for k, v in parse_qsl(raw_query, keep_blank_values=True) if k in ("access_token", "token")}
+        return self.credentials(headers, query, request.ip)
+
+    def connection_user(self, conn: Any) -> dict[str, Any] | None:
+        """Authenticate a websocket from its upgrade request; bad credentials leave it anonymous."""
+        headers = {k.lower(): v for k, v in (getattr(conn, "http_headers", None) or {}).items()}
+        params = getattr(conn, "http_params", None) or {}
+        query = {k: v[0] for k, v in params.items() if k in ("access_token", "token") and v}
+        try:
+            return self.credentials(headers, query, conn.ip)
+        except ServerError as exc:
+            log.info("Websocket {id} from {ip}: {reason}", id=conn.connection_id, ip=conn.ip, reason=exc.message)
+            return None
+
+    # the check every request passes ------------------------------------------------------
+
+    def authorize(self, request: APIRequest) -> None:
+        endpoint = request.endpoint
+        transport = request.transport
+        if transport in LOCAL_TRANSPORTS:
+            if request.user is None:
+                request.user = {"username": TRUSTED_USER, "source": "moonraker", "created_on": self.started_on}
+            return
+        if transport == "http":
+            try:
+                request.user = self.http_user(request)
+            except ServerError:
+                if endpoint.auth:
+                    raise
+                request.user = None
+            if endpoint.method == "server.jsonrpc" and request.user is not None:
+                # The body's calls are dispatched synchronously by this request's handler.
+                self._rpc_http_user = request.user
+                self.server.reactor.callLater(0, self._forget_rpc_user)
+        elif transport == "jsonrpc_http":
+            request.user = self._rpc_http_user
+        if endpoint.auth and request.user is None:
+            raise _unauthorized()
+
+    def _forget_rpc_user(self) -> None:
+        self._rpc_http_user = None
+
+    def forget_user(self, username: str) -> None:
+        """Drop ``username`` from every websocket it authenticated (logout, deletion)."""
+        for conn in self.server.connections:
+            user = getattr(conn, "user", None)
+            if user is not None and user.get("username") == username:
+                conn.user = None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))

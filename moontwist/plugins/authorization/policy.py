@@ -1,0 +1,115 @@
+"""Who is trusted without credentials (``trusted_clients``) and which origins CORS allows."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+__all__ = ["TrustedClients", "CorsPolicy", "parse_ip"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_HOSTNAME_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]\.?")
+
+
+def parse_ip(text: str | None) -> IPAddress | None:
+    """An address from a peer string (IPv4-mapped IPv6 and zone ids are normalised)."""
+    if not text:
+        return None
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+class TrustedClients:
+    """Addresses, networks and host names from ``trusted_clients``.
+
+    Host names are resolved to addresses off the reactor (``resolve``, called at
+    start-up and periodically), so checking a request never blocks.
+    """
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.addresses: set[IPAddress] = set()
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.hostnames: list[str] = []
+        self.invalid: list[str] = []
+        self._resolved: set[IPAddress] = set()
+        for entry in entries:
+            self._add(entry.strip())
+
+    def _add(self, entry: str) -> None:
+        addr = parse_ip(entry)
+        if addr is not None:
+            self.addresses.add(addr)
+            return
+        if "/" in entry:
+            try:
+                self.networks.append(ipaddress.ip_network(entry, strict=True))
+            except ValueError:
+                self.invalid.append(entry)
+            return
+        if _HOSTNAME_RE.fullmatch(entry.lower()):
+            self.hostnames.append(entry.lower().rstrip("."))
+        else:
+            self.invalid.append(entry)
+
+    def resolve(self) -> set[IPAddress]:
+        """Look the host names up (blocking); returns and keeps their addresses."""
+        found: set[IPAddress] = set()
+        for name in self.hostnames:
+            try:
+                infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+            except OSError:
+                continue
+            for info in infos:
+                addr = parse_ip(str(info[4][0]))
+                if addr is not None:
+                    found.add(addr)
+        self._resolved = found
+        return found
+
+    def is_trusted(self, ip: str | None) -> bool:
+        addr = parse_ip(ip)
+        if addr is None:
+            return False
+        if addr in self.addresses or addr in self._resolved:
+            return True
+        return any(addr.version == net.version and addr in net for net in self.networks)
+
+
+class CorsPolicy:
+    """Origins allowed by ``cors_domains`` (``*`` matches within one URL part)."""
+
+    def __init__(self, domains: Iterable[str], trusted: TrustedClients) -> None:
+        self.trusted = trusted
+        self.patterns: list[re.Pattern[str]] = []
+        self.invalid: list[str] = []
+        for domain in domains:
+            domain = domain.strip()
+            # A wildcard in the top-level domain would match any site.
+            if domain.endswith("/") or re.search(r"^.+\.[^:]*\*", domain):
+                self.invalid.append(domain)
+                continue
+            regex = re.escape(domain.lower()).replace(r"\*", r"[^/?#@\s]*")
+            self.patterns.append(re.compile(regex))
+
+    def allowed(self, origin: str | None, host: str | None = None) -> bool:
+        """Whether a browser page at ``origin`` may call us; same-origin always may."""
+        if not origin:
+            return True
+        origin = origin.strip().lower()
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        if host and parts.netloc == host.strip().lower():
+            return True
+        if any(p.fullmatch(origin) for p in self.patterns):
+            return True
+        return parts.hostname is not None and self.trusted.is_trusted(parts.hostname)

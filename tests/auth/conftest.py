@@ -6,7 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
+
 from mtclient import start_service
+
 
 async def start_auth(tmp_path, options: str = "", server_options: str = ""):
     """Start a service whose ``[authorization]`` section holds ``options``."""

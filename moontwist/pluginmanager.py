@@ -31,6 +31,7 @@ DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
 BUILTIN_PLUGINS: dict[str, str] = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
     "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
+    "file_manager": "moontwist.plugins.files:FileManagerPlugin",
 }
 
 

@@ -15,6 +15,7 @@ from twisted.python import usage
 
 from moontwist.api.http import APISite
 from moontwist.api.upload import streaming_request_factory
+from moontwist.api.upload import streaming_request_factory
 from moontwist.api.unixsock import UnixSocketFactory
 from moontwist.config import ConfigError
 from moontwist.server import Server, ServerOptions
@@ -58,6 +59,7 @@ class MoontwistService(service.MultiService):
         self.server = server
         self.reactor = reactor or server.reactor
         self.site = APISite(server.root_resource())
+        self.site.requestFactory = streaming_request_factory(server)
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
         self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured

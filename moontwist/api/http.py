@@ -9,6 +9,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from moontwist import jsonutil
@@ -145,6 +146,8 @@ class HTTPAPI:
         if request._disconnected or request.finished:
             return None
         if isinstance(result, bytes):  # a handler that encoded its own body
+            return result
+        if IResource.providedBy(result):  # a resource that renders itself (file downloads)
             return result
         if isinstance(result, Unwrapped):
             return jsonutil.dumpb(result.value)

@@ -1,0 +1,30 @@
+"""Downloads streamed from disk by twisted.web.static.File (Range, HEAD, If-Modified-Since)."""
+
+from __future__ import annotations
+
+from twisted.web import static
+
+__all__ = ["DownloadResource"]
+
+_TEXT = "text/plain; charset=utf-8"
+_EXTRA_TYPES = {
+    ".gcode": _TEXT,
+    ".g": _TEXT,
+    ".gco": _TEXT,
+    ".nc": _TEXT,
+    ".cfg": _TEXT,
+    ".conf": _TEXT,
+    ".log": _TEXT,
+    ".md": "text/markdown; charset=utf-8",
+    ".ufp": "application/octet-stream",
+}
+
+
+class DownloadResource(static.File):
+    """One file, rendered as is whatever path segments follow (a leaf)."""
+
+    isLeaf = True
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, defaultType="application/octet-stream")
+        self.contentTypes = {**self.contentTypes, **_EXTRA_TYPES}

@@ -1,0 +1,163 @@
+"""G-code metadata: extracted off the reactor, cached in the ``gcode_metadata`` namespace.
+
+:class:`MetadataStore` keeps every entry in memory (listings read it
+synchronously) and mirrors writes into the database when the ``database``
+service exists.  :class:`MetadataProcessor` runs the extractor in the reactor's
+thread pool with a timeout, one extraction per file at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.defer import TimeoutError as DeferTimeout
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from moontwist.plugins.files.metadata import extract_metadata
+
+__all__ = ["MetadataStore", "MetadataProcessor", "NAMESPACE"]
+
+log = Logger()
+
+NAMESPACE = "gcode_metadata"
+
+
+class MetadataStore:
+    """Metadata by path relative to the gcodes root; in memory, mirrored to the database."""
+
+    def __init__(self, db: Any = None) -> None:
+        self.db = db
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    async def load(self) -> None:
+        """Read the namespace from the database (nothing to do without one)."""
+        if self.db is None:
+            return
+        try:
+            self.db.reserve_namespace(NAMESPACE, owner="file_manager")
+        except Exception:
+            log.debug("gcode_metadata namespace already reserved")
+        try:
+            data = await self.db.get_item(NAMESPACE)
+        except Exception:
+            data = {}
+        if isinstance(data, dict):
+            self.entries = {k: v for k, v in data.items() if isinstance(v, dict)}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.entries.get(key)
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        self.entries[key] = value
+        self._mirror("insert_item", key, value)
+
+    def delete(self, key: str) -> dict[str, Any] | None:
+        value = self.entries.pop(key, None)
+        if value is not None:
+            self._mirror("delete_item", key)
+        return value
+
+    def delete_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Drop every entry under the directory ``prefix`` (``""`` for all)."""
+        start = prefix.rstrip("/") + "/" if prefix else ""
+        return [v for k in list(self.entries) if k.startswith(start) and (v := self.delete(k)) is not None]
+
+    def _mirror(self, method: str, key: str, *value: Any) -> None:
+        if self.db is None:
+            return
+        try:
+            d = getattr(self.db, method)(NAMESPACE, [key], *value)
+        except Exception:
+            log.failure("gcode_metadata {method} failed for {key}", method=method, key=key)
+            return
+        if isinstance(d, Deferred):
+            d.addErrback(lambda f: log.warn("gcode_metadata {method} {key}: {e}", method=method, key=key, e=f.getErrorMessage()))
+
+
+class MetadataProcessor:
+    """Extracts metadata in threads (at most ``concurrency`` at once) and stores it."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        store: MetadataStore,
+        on_update: Callable[[str, dict[str, Any]], None],
+        parsers: Sequence[Any] | None = None,
+        timeout: float = 30.0,
+        concurrency: int = 4,
+    ) -> None:
+        self.reactor = reactor
+        self.store = store
+        self.on_update = on_update
+        self.parsers = parsers
+        self.timeout = timeout
+        self.limit = DeferredSemaphore(concurrency)
+        self.pending: dict[str, Deferred] = {}
+
+    def scan(self, rel: str, full: str) -> Deferred:
+        """Extract ``full`` and store it under ``rel``; fires with the metadata (or None)."""
+        waiting = self.pending.get(rel)
+        if waiting is not None:
+            return _follow(waiting)
+        d = self.limit.run(self._extract, rel, full)
+        self.pending[rel] = d
+
+        def done(result: Any) -> Any:
+            if self.pending.get(rel) is d:
+                del self.pending[rel]
+            return result
+
+        d.addBoth(done)
+        return _follow(d)
+
+    def _extract(self, rel: str, full: str) -> Deferred:
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._run, full)
+        d.addTimeout(self.timeout, self.reactor)
+        d.addCallbacks(lambda meta: self._stored(rel, full, meta), lambda f: self._failed(rel, full, f))
+        return d
+
+    def _run(self, full: str) -> dict[str, Any]:
+        if self.parsers is None:
+            return extract_metadata(full)
+        return extract_metadata(full, parsers=self.parsers)
+
+    def _stored(self, rel: str, full: str, meta: dict[str, Any]) -> dict[str, Any] | None:
+        if not os.path.exists(full):
+            return None
+        meta["filename"] = rel
+        self.store.put(rel, meta)
+        self.on_update(rel, meta)
+        return meta
+
+    def _failed(self, rel: str, full: str, failure: Any) -> dict[str, Any] | None:
+        if failure.check(DeferTimeout):
+            log.warn("Metadata extraction of {rel} timed out", rel=rel)
+        elif not failure.check(OSError):
+            log.failure("Metadata extraction of {rel} failed", failure, rel=rel)
+        try:
+            st = os.stat(full)
+        except OSError:
+            return None
+        meta = {"size": st.st_size, "modified": st.st_mtime, "print_start_time": None, "job_id": None, "filename": rel}
+        self.store.put(rel, meta)
+        self.on_update(rel, meta)
+        return meta
+
+
+def _follow(d: Deferred) -> Deferred:
+    """A new Deferred firing with ``d``'s result, so several callers can wait on one scan."""
+    out: Deferred = Deferred()
+
+    def relay(result: Any) -> Any:
+        out.callback(result)
+        return result
+
+    d.addBoth(relay)
+    return out

@@ -1,0 +1,307 @@
+"""The ``file_manager`` plugin: roots, file endpoints, uploads, downloads, metadata, inotify."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from moontwist.api.args import Arg
+from moontwist.api.errors import ServerError
+from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
+from moontwist.config import Config
+from moontwist.hookspecs import hookimpl
+from moontwist.plugins.files import listing
+from moontwist.plugins.files.downloads import DownloadResource
+from moontwist.plugins.files.metadata import DEFAULT_PARSERS
+from moontwist.plugins.files.metadata_cache import MetadataStore
+from moontwist.plugins.files.operations import FileManager
+from moontwist.plugins.files.paths import resolve
+from moontwist.plugins.files.roots import Roots
+from moontwist.plugins.files.uploads import UploadSink, finish_upload
+from moontwist.plugins.files.watcher import Watcher
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+__all__ = ["FileManagerPlugin"]
+
+log = Logger()
+
+HTTP = frozenset({"http"})
+
+
+class FileManagerPlugin:
+    """Moonraker's ``server.files.*`` API over the registered roots."""
+
+    server: Server
+    manager: FileManager
+    watcher: Watcher | None = None
+
+    # lifecycle -------------------------------------------------------------------------------
+
+    @hookimpl
+    def configure(self, server: Server, config: Config) -> None:
+        self.server = server
+        section = config.section("file_manager")
+        config_writable = section.getboolean("enable_config_write_access", True)
+        self.observer = section.get("file_system_observer", "inotify", choices=("inotify", "none"))
+        klipper_path = os.path.expanduser(section.get("klipper_path", "~/klipper"))
+        section.getboolean("queue_gcode_uploads", False)
+        section.getboolean("enable_object_processing", False)
+        section.getboolean("enable_inotify_warnings", True)
+        section.getboolean("check_klipper_config_path", True)
+        roots = Roots()
+        roots.add("gcodes", server.path("gcodes"), True)
+        roots.add("config", server.path("config"), config_writable)
+        roots.add("logs", server.path("logs"), False)
+        for name, sub in (("config_examples", "config"), ("docs", "docs")):
+            if os.path.isdir(os.path.join(klipper_path, sub)):
+                roots.add(name, os.path.join(klipper_path, sub), False)
+        self.roots = roots
+        self.manager = FileManager(server, roots, MetadataStore(server.lookup("database")))
+        server.provide("registered_directories", roots.names)
+        server.provide("file_manager", self.manager)
+
+    @hookimpl
+    def startup(self, server: Server) -> Deferred:
+        return Deferred.fromCoroutine(self._startup(server))
+
+    async def _startup(self, server: Server) -> None:
+        extra: list[Any] = []
+        if server.plugins is not None:
+            server.plugins.call_registration("register_metadata_parsers", lambda name: extra.append, server=server)
+        if extra:
+            self.manager.processor.parsers = (*extra, *DEFAULT_PARSERS)
+        await self.manager.store.load()
+        if self.observer == "inotify":
+            self.watcher = Watcher(server.reactor, self.manager.announce)
+            self.manager.suppress = self.watcher.suppress
+            for name in ("gcodes", "config"):
+                root = self.roots.find(name)
+                if root is not None:
+                    self.watcher.watch(root)
+        self.manager.scan_missing().addErrback(lambda f: log.failure("Metadata scan failed", f))
+
+    @hookimpl
+    def shutdown(self, server: Server) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    @hookimpl
+    def klippy_state_changed(self, server: Server, state: str) -> None:
+        if state == "ready":
+            Deferred.fromCoroutine(self._klippy_ready()).addErrback(
+                lambda f: log.warn("File manager could not read Klippy's settings: {e}", e=f.getErrorMessage())
+            )
+
+    async def _klippy_ready(self) -> None:
+        klippy = self.server.klippy
+        if klippy is None:
+            return
+        try:
+            klippy.add_subscription(self, {"print_stats": None, "virtual_sdcard": None})
+        except Exception as exc:
+            log.warn("File manager could not subscribe to print state: {e}", e=exc)
+        reply = await klippy.query({"configfile": ["settings"]})
+        status = reply.get("status", reply) if isinstance(reply, dict) else {}
+        settings = (status.get("configfile") or {}).get("settings") or {}
+        path = (settings.get("virtual_sdcard") or {}).get("path")
+        if isinstance(path, str) and path:
+            self.set_root_path("gcodes", path)
+
+    def set_root_path(self, name: str, path: str) -> None:
+        """Point a root at another directory; clients get ``root_update``."""
+        root = self.roots.get(name)
+        new = os.path.abspath(os.path.expanduser(path))
+        if new == root.path:
+            return
+        old, root.path = root.path, new
+        log.info("Root {name} moved from {old} to {new}", name=name, old=old, new=new)
+        if self.watcher is not None:
+            self.watcher.watch(root)
+        result = {
+            "action": "root_update",
+            "item": {"path": new, "root": name},
+            "source_item": {"path": old, "root": name},
+        }
+        self.server.notify("notify_filelist_changed", result)
+        self.server.emit("file_changed", action="root_update", item=result["item"], source_item=result["source_item"])
+        if name == "gcodes":
+            self.manager.scan_missing()
+
+    # endpoints ------------------------------------------------------------------------------
+
+    @hookimpl
+    def register_endpoints(self, register: Any) -> None:
+        path_arg = Arg("path", required=True, description="Path starting with the root, e.g. gcodes/sub")
+        filename = Arg("filename", required=True, description="G-code file path relative to the gcodes root")
+        move_args = (
+            Arg("source", required=True, description="Source path starting with its root"),
+            Arg("dest", required=True, description="Destination path starting with its root"),
+        )
+        sink = {"body_sink": self._body_sink}
+        for endpoint in (
+            Endpoint("server.files.list", self.list_files, "/server/files/list",
+                     args=(Arg("root", default="gcodes", description="Root to list"),),
+                     description="Every file of a root (gcodes: G-code files only)"),
+            Endpoint("server.files.roots", self.list_roots, "/server/files/roots", description="The registered roots"),
+            Endpoint("server.files.metadata", self.metadata, "/server/files/metadata", args=(filename,),
+                     description="Metadata of a G-code file"),
+            Endpoint("server.files.metascan", self.metascan, "/server/files/metascan", ("POST", "GET"), args=(filename,),
+                     description="Extract a G-code file's metadata again"),
+            Endpoint("server.files.thumbnails", self.thumbnails, "/server/files/thumbnails", args=(filename,),
+                     description="Thumbnails of a G-code file"),
+            Endpoint("server.files.get_directory", self.get_directory, "/server/files/directory",
+                     args=(Arg("path", default="gcodes", description="Directory, starting with its root"),
+                           Arg("extended", "bool", default=False, description="Include G-code metadata")),
+                     description="Files and folders of one directory"),
+            Endpoint("server.files.post_directory", self.post_directory, "/server/files/directory", ("POST",),
+                     args=(path_arg,), description="Create a directory"),
+            Endpoint("server.files.delete_directory", self.delete_directory, "/server/files/directory", ("DELETE",),
+                     args=(path_arg, Arg("force", "bool", default=False, description="Delete contents too")),
+                     description="Delete a directory"),
+            Endpoint("server.files.move", self.move, "/server/files/move", ("POST",), args=move_args,
+                     description="Move or rename a file or directory"),
+            Endpoint("server.files.copy", self.copy, "/server/files/copy", ("POST",), args=move_args,
+                     description="Copy a file or directory"),
+            Endpoint("server.files.delete_file", self.delete_file, "/server/files/*", ("DELETE",),
+                     args=(Arg("path", description="File path starting with its root (JSON-RPC)"),),
+                     description="Delete a file"),
+            Endpoint("server.files.download", self.download, "/server/files/*", transports=HTTP,
+                     description="Download a file: /server/files/{root}/{path}"),
+            Endpoint("server.files.klippy_log", self.klippy_log, "/server/files/klippy.log", transports=HTTP,
+                     description="Klipper's log"),
+            Endpoint("server.files.moonraker_log", self.own_log, "/server/files/moonraker.log", transports=HTTP,
+                     description="This server's log"),
+            Endpoint("server.files.upload", self.upload, "/server/files/upload", ("POST",), transports=HTTP,
+                     raw_body=True, extra=sink,
+                     description="Upload a file (multipart: file, root, path, checksum, print)"),
+            Endpoint("server.files.octoprint_upload", self.octoprint_upload, "/api/files/local", ("POST",),
+                     transports=HTTP, raw_body=True, extra=sink, description="OctoPrint-compatible upload"),
+        ):
+            register(endpoint)
+
+    def _body_sink(self, request: Any) -> UploadSink:
+        return UploadSink(self.manager, request.requestHeaders.getRawHeaders(b"content-type", [None])[0])
+
+    def list_files(self, request: APIRequest) -> Deferred:
+        root = self.roots.get(request.args["root"])
+        if not root.permissions:
+            raise ServerError(f"Root '{root.name}' is not available", 404)
+        return self.manager.in_thread(listing.list_files, root, root.name == "gcodes")
+
+    def list_roots(self, request: APIRequest) -> list[dict[str, str]]:
+        return [root.info() for root in self.roots]
+
+    def _gcode(self, filename: str) -> tuple[str, str]:
+        root = self.roots.get("gcodes")
+        rel = filename.lstrip("/")
+        if rel.startswith("gcodes/"):
+            rel = rel[len("gcodes/"):]
+        return rel, resolve(root, rel)
+
+    async def metadata(self, request: APIRequest) -> dict[str, Any]:
+        rel, full = self._gcode(request.args["filename"])
+        meta = self.manager.store.get(rel)
+        if meta is None and os.path.isfile(full):
+            meta = await self.manager.processor.scan(rel, full)
+        if meta is None:
+            raise ServerError(f"Metadata not available for <{rel}>", 404)
+        return meta
+
+    async def metascan(self, request: APIRequest) -> dict[str, Any]:
+        rel, full = self._gcode(request.args["filename"])
+        if not os.path.isfile(full):
+            raise ServerError(f"File not found: {rel}", 404)
+        meta = await self.manager.processor.scan(rel, full)
+        if meta is None:
+            raise ServerError(f"Metadata not available for <{rel}>", 404)
+        return meta
+
+    async def thumbnails(self, request: APIRequest) -> list[dict[str, Any]]:
+        meta = await self.metadata(request)
+        folder = os.path.dirname(meta.get("filename", ""))
+        out = []
+        for thumb in meta.get("thumbnails") or []:
+            info = {k: v for k, v in thumb.items() if k != "relative_path"}
+            info["thumbnail_path"] = os.path.join(folder, thumb.get("relative_path", ""))
+            out.append(info)
+        return out
+
+    async def get_directory(self, request: APIRequest) -> dict[str, Any]:
+        root, full = self.manager.resolve(request.args["path"] or "gcodes")
+        if not os.path.isdir(full):
+            raise ServerError(f"Directory does not exist: {request.args['path']}", 404)
+        result = await self.manager.in_thread(listing.directory_info, root, full)
+        if request.args["extended"] and root.name == "gcodes":
+            prefix = os.path.relpath(full, root.path)
+            prefix = "" if prefix == "." else prefix.replace(os.sep, "/") + "/"
+            store = self.manager.store
+            for info in result["files"]:
+                meta = store.get(prefix + info["filename"])
+                if meta is not None:
+                    info.update({k: v for k, v in meta.items() if k != "filename"})
+        return result
+
+    def post_directory(self, request: APIRequest) -> Any:
+        return self.manager.post_directory(request.args["path"])
+
+    def delete_directory(self, request: APIRequest) -> Any:
+        return self.manager.delete_directory(request.args["path"], request.args["force"])
+
+    def move(self, request: APIRequest) -> Any:
+        return self.manager.move(request.args["source"], request.args["dest"])
+
+    def copy(self, request: APIRequest) -> Any:
+        return self.manager.copy(request.args["source"], request.args["dest"])
+
+    def delete_file(self, request: APIRequest) -> Any:
+        path = request.args.get("path_tail") or request.args.get("path")
+        if not path:
+            raise ServerError("Missing required argument 'path'", 400)
+        return self.manager.delete_file(path)
+
+    def download(self, request: APIRequest) -> DownloadResource:
+        root, full = self.manager.resolve(request.args.get("path_tail") or "")
+        return self._file(full, request.args.get("path_tail") or "")
+
+    def _file(self, full: str, shown: str) -> DownloadResource:
+        if not os.path.isfile(full):
+            raise ServerError(f"File does not exist: {shown}", 404)
+        if not os.access(full, os.R_OK):
+            raise ServerError(f"File is not readable: {shown}", 403)
+        return DownloadResource(full)
+
+    def klippy_log(self, request: APIRequest) -> DownloadResource:
+        return self._file(self.server.path("logs", "klippy.log"), "klippy.log")
+
+    def own_log(self, request: APIRequest) -> DownloadResource:
+        return self._file(self.server.path("logs", "moontwist.log"), "moonraker.log")
+
+    async def _finish(self, request: APIRequest) -> dict[str, Any]:
+        http = request.http_request
+        sink = getattr(http, "body_sink", None)
+        if sink is None:
+            raise ServerError("Uploads must be multipart/form-data", 400)
+        if http.body_error is not None:
+            raise http.body_error
+        result, location = await finish_upload(self.manager, sink)
+        http.setResponseCode(201)
+        http.setHeader(b"location", location.encode())
+        return result
+
+    async def upload(self, request: APIRequest) -> Any:
+        return Unwrapped(await self._finish(request))
+
+    async def octoprint_upload(self, request: APIRequest) -> Unwrapped:
+        result = await self._finish(request)
+        item = result["item"]
+        return Unwrapped(
+            {
+                "done": True,
+                "files": {"local": {"name": os.path.basename(item["path"]), "path": item["path"], "origin": "local"}},
+            }
+        )

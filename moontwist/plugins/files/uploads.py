@@ -1,0 +1,231 @@
+"""Streaming multipart uploads: the body goes into a hidden temporary file as it arrives.
+
+The sink writes the ``file`` part into ``.upload-<random>.part`` in the top
+directory of the target root (the gcodes root unless a ``root`` field came
+first), hashing it on the way; form fields are kept (small).  The handler
+then checks the fields, the checksum and the printing state, and renames the
+temporary file into place.  Anything that goes wrong removes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import multipart
+from twisted.logger import Logger
+
+from moontwist.api.errors import ServerError
+from moontwist.plugins.files.paths import check_name, resolve
+from moontwist.plugins.files.roots import Root
+
+if TYPE_CHECKING:
+    from moontwist.plugins.files.operations import FileManager
+
+__all__ = ["UploadSink", "finish_upload", "TEMP_PREFIX"]
+
+log = Logger()
+
+TEMP_PREFIX = ".upload-"
+MAX_FIELD = 64 * 1024
+UPLOAD_ROOTS = ("gcodes", "config")
+
+
+class UploadSink:
+    """Parses one multipart body incrementally (see ``moontwist.api.upload``)."""
+
+    def __init__(self, manager: FileManager, content_type: bytes | None) -> None:
+        self.manager = manager
+        ctype, options = multipart.parse_options_header((content_type or b"").decode("latin-1"))
+        if ctype.lower() != "multipart/form-data":
+            raise ServerError("Upload must be multipart/form-data", 400)
+        boundary = options.get("boundary")
+        if not boundary:
+            raise ServerError("Upload has no multipart boundary", 400)
+        try:
+            self.parser = multipart.PushMultipartParser(boundary, max_header_size=8192, max_header_count=16)
+        except Exception as exc:
+            raise ServerError(f"Invalid multipart boundary: {exc}", 400) from None
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.temp_path: str | None = None
+        self.size = 0
+        self.digest: str | None = None
+        self._file: Any = None
+        self._hash: Any = None
+        self._field: str | None = None
+        self._value = bytearray()
+        self._done = False
+
+    def feed(self, data: bytes) -> None:
+        try:
+            for event in self.parser.parse(data):
+                if event is None:
+                    self._end_part()
+                elif isinstance(event, multipart.MultipartSegment):
+                    self._start_part(event)
+                elif self._file is not None:
+                    self._file.write(event)
+                    self._hash.update(event)
+                    self.size += len(event)
+                elif self._field is not None:
+                    self._value += event
+                    if len(self._value) > MAX_FIELD:
+                        raise ServerError(f"Form field '{self._field}' is too large", 400)
+        except multipart.MultipartError as exc:
+            raise ServerError(f"Malformed multipart body: {exc}", 400) from None
+        except OSError as exc:
+            raise ServerError(f"Cannot store the upload: {exc.strerror}", 500) from None
+
+    def _start_part(self, segment: multipart.MultipartSegment) -> None:
+        if segment.filename is not None:
+            if self.filename is not None:
+                raise ServerError("Only one file may be uploaded per request", 400)
+            self.filename = segment.filename
+            self._open_temp()
+        else:
+            self._field = segment.name
+
+    def _open_temp(self) -> None:
+        name = self.fields.get("root", "gcodes").strip() or "gcodes"
+        root = self.manager.roots.find(name if name in UPLOAD_ROOTS else "gcodes")
+        if root is None or not root.writable:
+            raise ServerError(f"Root '{name}' does not accept uploads", 403)
+        self.temp_path = os.path.join(root.path, TEMP_PREFIX + secrets.token_hex(8) + ".part")
+        self._file = open(self.temp_path, "wb")  # noqa: SIM115 - closed in _end_part/abort
+        self._hash = hashlib.sha256()
+
+    def _end_part(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.digest = self._hash.hexdigest()
+        elif self._field is not None:
+            self.fields[self._field] = self._value.decode("utf-8", "replace")
+            self._field = None
+            self._value = bytearray()
+
+    def finish(self) -> None:
+        """The body is complete: check that the multipart stream was too."""
+        try:
+            for event in self.parser.parse(b""):
+                if event is None:
+                    self._end_part()
+        except multipart.MultipartError as exc:
+            raise ServerError(f"Malformed multipart body: {exc}", 400) from None
+        if not self.parser.closed or self._file is not None:
+            raise ServerError("Truncated multipart body", 400)
+        if self.temp_path is None:
+            raise ServerError("No file part in the upload", 400)
+
+    def abort(self) -> None:
+        """Remove the temporary file (no-op once it was moved into place)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.temp_path is not None and not self._done:
+            try:
+                os.unlink(self.temp_path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warn("Cannot remove {path}: {error}", path=self.temp_path, error=exc)
+
+    def committed(self) -> None:
+        self._done = True
+
+
+def _target(manager: FileManager, sink: UploadSink) -> tuple[Root, str, str]:
+    """(root, final absolute path, path relative to the root) from the form fields."""
+    fields = sink.fields
+    name = (fields.get("root") or "gcodes").strip()
+    if name not in UPLOAD_ROOTS:
+        if manager.roots.find(name) is not None:
+            raise ServerError(f"Root '{name}' is read-only", 403)
+        raise ServerError(f"Invalid root request: {name!r}", 400)
+    root = manager.roots.get(name)
+    filename = (sink.filename or "").replace("\\", "/")
+    directory = fields.get("path", "").strip().strip("/")
+    if not filename.strip("/"):
+        raise ServerError("The uploaded file has no name", 400)
+    for part in filename.strip("/").split("/"):
+        check_name(part)
+    rel = "/".join(p for p in (directory, filename.strip("/")) if p)
+    full = resolve(root, rel, for_write=True)
+    if os.path.basename(full).startswith("."):
+        raise ServerError(f"Invalid file name {os.path.basename(full)!r}: hidden files can't be uploaded", 400)
+    return root, full, rel
+
+
+async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[str, Any], str]:
+    """Verify and move the uploaded file into place; announce it; start the print if asked.
+
+    Returns the result and the new file's URL path (for the Location header).
+    """
+    try:
+        root, full, rel = _target(manager, sink)
+        checksum = sink.fields.get("checksum", "").strip().lower()
+        if checksum and checksum != sink.digest:
+            raise ServerError(f"File checksum mismatch: expected {checksum}, calculated {sink.digest}", 422)
+        if os.path.isdir(full):
+            raise ServerError(f"{rel} is a directory", 400)
+        manager.check_not_loaded(full, "overwrite")
+        existed = os.path.exists(full)
+        folder = os.path.dirname(full)
+        manager.suppress(full)
+        created_dir = not os.path.isdir(folder)
+        await manager.in_thread(_place, sink.temp_path, folder, full)
+    except ServerError:
+        sink.abort()
+        raise
+    except OSError as exc:
+        sink.abort()
+        raise ServerError(f"Cannot store the upload: {exc.strerror or exc}", 400) from None
+    sink.committed()
+    if created_dir:
+        manager.announce("create_dir", root, folder)
+    result = manager.announce("modify_file" if existed else "create_file", root, full)
+    result = {"item": result["item"], "action": result["action"]}
+    if root.name == "gcodes":
+        rel_key = manager.gcodes_rel(root, full)
+        if rel_key is not None:
+            await manager.processor.scan(rel_key, full)
+        result["print_started"] = await _start_print(manager, sink, rel)
+        result["print_queued"] = False
+    return result, f"/server/files/{root.name}/{quote(rel)}"
+
+
+def _place(temp: str, folder: str, full: str) -> None:
+    os.makedirs(folder, exist_ok=True)
+    try:
+        os.replace(temp, full)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:  # the roots are on different filesystems
+            raise
+        beside = os.path.join(folder, os.path.basename(temp))
+        try:
+            shutil.copyfile(temp, beside)
+            os.replace(beside, full)
+        finally:
+            if os.path.exists(beside):
+                os.unlink(beside)
+        os.unlink(temp)
+
+
+async def _start_print(manager: FileManager, sink: UploadSink, rel: str) -> bool:
+    if sink.fields.get("print", "false").strip().lower() != "true":
+        return False
+    klippy = manager.server.klippy
+    if klippy is None or not getattr(klippy, "connected", False) or manager.loaded_file() is not None:
+        return False
+    try:
+        await klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{rel}"')
+    except Exception as exc:
+        log.warn("Print of uploaded {rel} did not start: {error}", rel=rel, error=exc)
+        return False
+    return True

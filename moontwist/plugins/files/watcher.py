@@ -1,0 +1,160 @@
+"""Changes made outside the API, seen through inotify and reported like API changes.
+
+File writes are debounced: a file being written produces one ``create_file``
+(or ``modify_file``) once it has been quiet for ``quiet`` seconds or closed.
+A rename inside a root is reported as a move when both halves arrive in the
+same read.  Hidden items and paths the API itself just changed are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import inotify
+from twisted.logger import Logger
+from twisted.python.filepath import FilePath
+
+from moontwist.plugins.files.listing import is_hidden
+from moontwist.plugins.files.paths import relative
+from moontwist.plugins.files.roots import Root
+
+__all__ = ["Watcher"]
+
+log = Logger()
+
+Handler = Callable[[str, Root, str, "tuple[Root, str] | None"], None]
+
+MASK = (
+    inotify.IN_CREATE
+    | inotify.IN_MODIFY
+    | inotify.IN_CLOSE_WRITE
+    | inotify.IN_DELETE
+    | inotify.IN_MOVED_FROM
+    | inotify.IN_MOVED_TO
+)
+SUPPRESS_SECONDS = 3.0
+
+
+class Watcher:
+    """One inotify instance per watched root; ``handler(action, root, path, source)`` per change."""
+
+    def __init__(self, reactor: Any, handler: Handler, quiet: float = 0.5) -> None:
+        self.reactor = reactor
+        self.handler = handler
+        self.quiet = quiet
+        self.notifiers: dict[str, inotify.INotify] = {}
+        self.pending: dict[str, tuple[str, Root, Any]] = {}  # path -> (action, root, timer)
+        self.moved_from: dict[str, tuple[Root, str, bool]] = {}
+        self.suppressed: dict[str, float] = {}
+
+    def watch(self, root: Root) -> bool:
+        self.unwatch(root.name)
+        if not os.path.isdir(root.path):
+            return False
+        try:
+            notifier = inotify.INotify(self.reactor)
+            notifier.startReading()
+            notifier.watch(
+                FilePath(root.path), MASK, autoAdd=True, recursive=True, callbacks=[lambda _, fp, mask: self._event(root, fp, mask)]
+            )
+        except Exception as exc:
+            log.warn("Cannot watch {path} for changes: {error}", path=root.path, error=exc)
+            return False
+        self.notifiers[root.name] = notifier
+        return True
+
+    def unwatch(self, name: str) -> None:
+        notifier = self.notifiers.pop(name, None)
+        if notifier is not None:
+            notifier.loseConnection()
+
+    def stop(self) -> None:
+        for name in list(self.notifiers):
+            self.unwatch(name)
+        for _, _, timer in self.pending.values():
+            if timer.active():
+                timer.cancel()
+        self.pending.clear()
+
+    def suppress(self, path: str) -> None:
+        """Ignore events on ``path`` (and below) for a few seconds: the API reports them."""
+        self.suppressed[path] = self.reactor.seconds() + SUPPRESS_SECONDS
+
+    def _is_suppressed(self, path: str) -> bool:
+        now = self.reactor.seconds()
+        hit = False
+        for known, until in list(self.suppressed.items()):
+            if until < now:
+                del self.suppressed[known]
+            elif path == known or path.startswith(known + os.sep):
+                hit = True
+        return hit
+
+    def _event(self, root: Root, filepath: FilePath, mask: int) -> None:
+        path = filepath.path if isinstance(filepath.path, str) else filepath.path.decode("utf-8", "surrogateescape")
+        if path == root.path or is_hidden(relative(root, path)) or self._is_suppressed(path):
+            return
+        is_dir = bool(mask & inotify.IN_ISDIR)
+        if mask & inotify.IN_MOVED_FROM:
+            self.moved_from[path] = (root, path, is_dir)
+            self.reactor.callLater(0, self._unpaired, path)
+        elif mask & inotify.IN_MOVED_TO:
+            self._moved_to(root, path, is_dir)
+        elif is_dir:
+            if mask & inotify.IN_CREATE:
+                self.handler("create_dir", root, path, None)
+            elif mask & inotify.IN_DELETE:
+                self.handler("delete_dir", root, path, None)
+        elif mask & inotify.IN_CREATE:
+            self._debounce(root, path, "create_file", self.quiet)
+        elif mask & inotify.IN_MODIFY:
+            self._debounce(root, path, "modify_file", self.quiet)
+        elif mask & inotify.IN_CLOSE_WRITE:
+            if path in self.pending:
+                self._debounce(root, path, self.pending[path][0], 0.05)
+        elif mask & inotify.IN_DELETE:
+            pending = self.pending.pop(path, None)
+            if pending is not None:
+                pending[2].cancel()
+                if pending[0] == "create_file":
+                    return
+            self.handler("delete_file", root, path, None)
+
+    def _debounce(self, root: Root, path: str, action: str, delay: float) -> None:
+        pending = self.pending.get(path)
+        if pending is not None:
+            action = pending[0]  # a create stays a create however often it is modified
+            if pending[2].active():
+                pending[2].cancel()
+        timer = self.reactor.callLater(delay, self._flush, path)
+        self.pending[path] = (action, root, timer)
+
+    def _flush(self, path: str) -> None:
+        pending = self.pending.pop(path, None)
+        if pending is not None and os.path.exists(path):
+            self.handler(pending[0], pending[1], path, None)
+
+    def _moved_to(self, root: Root, path: str, is_dir: bool) -> None:
+        source = None
+        for src_path, (src_root, _, src_dir) in list(self.moved_from.items()):
+            if src_dir == is_dir:
+                source = (src_root, src_path)
+                del self.moved_from[src_path]
+                break
+        if source is not None:
+            pending = self.pending.pop(source[1], None)
+            if pending is not None:
+                pending[2].cancel()
+            self.handler("move_dir" if is_dir else "move_file", root, path, source)
+        elif is_dir:
+            self.handler("create_dir", root, path, None)
+        else:
+            self._debounce(root, path, "create_file", 0.05)
+
+    def _unpaired(self, path: str) -> None:
+        entry = self.moved_from.pop(path, None)
+        if entry is not None:
+            root, _, is_dir = entry
+            self.handler("delete_dir" if is_dir else "delete_file", root, path, None)

@@ -96,6 +96,7 @@ class WsRpcClient(asyncio.Protocol):
         self.upgraded = False
         self.fragments: list[bytes] = []
         self.notifications = 0
+        self.on_notification = None  # called with each decoded notification, when set
         self.error: Exception | None = None
         self.on_reply = None
         self.on_batch_done = None
@@ -207,6 +208,8 @@ class WsRpcClient(asyncio.Protocol):
             rid = msg.get("id") if type(msg) is dict else None
             if rid is None:
                 self.notifications += 1
+                if self.on_notification is not None:
+                    self.on_notification(msg)
             elif on_reply is not None:
                 on_reply(rid, "result" in msg, msg)
         self.buf = buf[pos:] if pos < n else b""

@@ -89,6 +89,30 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             self.server.connections.remove(self)
 
 
+def _quiet_autobahn_debug_formatting() -> None:
+    """Stop Autobahn colouring debug-log arguments for every frame.
+
+    Autobahn builds its debug messages' arguments (``hltype``/``hlval``, which
+    call click's styling) before the logger drops them; per message that was
+    the largest cost on the websocket path. Plain ``str`` keeps the messages
+    readable when debug logging is on.
+    """
+    from autobahn.twisted import websocket as tx_websocket
+    from autobahn.websocket import protocol as ws_protocol
+
+    for module in (ws_protocol, tx_websocket):
+        for name in ("hltype", "hlval", "hl"):
+            if hasattr(module, name):
+                setattr(module, name, _plain)
+
+
+def _plain(obj: Any, *args: Any, **kwargs: Any) -> str:
+    return obj if isinstance(obj, str) else getattr(obj, "__qualname__", None) or str(obj)
+
+
+_quiet_autobahn_debug_formatting()
+
+
 def build_websocket_resource(server: Server) -> WebSocketResource:
     """The ``/websocket`` resource, bound to ``server``."""
     factory = WebSocketServerFactory()

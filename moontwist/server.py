@@ -255,4 +255,4 @@ class Server:
         return self._services.get(name, default)
 
     def root_resource(self) -> Any:
-        return self.http_api.app.resource()
+        return self.http_api.resource()

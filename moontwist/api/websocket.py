@@ -49,7 +49,46 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
         self.server.connections.add(self)
 
     def _write(self, data: bytes) -> None:
-        self.sendMessage(data, False)
+        # One unfragmented, unmasked text frame: what sendMessage would build, minus its overhead.
+        n = len(data)
+        if n < 126:
+            header = bytes((0x81, n))
+        elif n < 65536:
+            header = b"\x81\x7e" + n.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + n.to_bytes(8, "big")
+        self.transport.write(header + data)
+
+    def processData(self) -> bool:  # noqa: N802 - Autobahn API
+        """Handle complete, unfragmented, masked text frames here; everything else as Autobahn does.
+
+        Autobahn's general frame machinery (per-frame objects, futures, hooks)
+        cost several times more than the JSON-RPC call itself. Control frames,
+        fragments, partial frames, binary and oversized messages still take
+        Autobahn's path, with its checks and close codes.
+        """
+        data = self.data
+        if self.current_frame is None and not self.inside_message and len(data) >= 6 and data[0] == 0x81:
+            b1 = data[1]
+            length = b1 & 0x7F
+            start = 6
+            if length == 126:
+                length = int.from_bytes(data[2:4], "big")
+                start = 8
+            if b1 & 0x80 and length != 127 and len(data) >= start + length:
+                payload = _unmask(data[start : start + length], data[start - 4 : start])
+                self.data = data[start + length :]
+                self._text_message(payload)
+                return len(self.data) > 0 and self.state == self.STATE_OPEN
+        return super().processData()
+
+    def _text_message(self, payload: bytes) -> None:
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail_connection(1007, "Invalid UTF-8 in a text message")
+            return
+        self.onMessage(payload, False)
 
     def _overflow(self) -> None:
         log.warn(
@@ -87,6 +126,14 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             if code not in (None, 1000, 1001, 1005, 1006):
                 log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason)
             self.server.connections.remove(self)
+
+
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    n = len(payload)
+    if not n:
+        return b""
+    mask = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
 
 
 def _quiet_autobahn_debug_formatting() -> None:

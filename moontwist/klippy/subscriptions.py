@@ -199,6 +199,8 @@ class SubscriptionManager:
                 waiter.errback(failure)
         if self._waiting is not None:
             self._send()
+        elif failure is None:
+            self._maybe_shrink()  # owners that left while this request was in flight
 
     def restore(self) -> Deferred:
         """After (re)connecting: subscribe the union of every owner again."""

@@ -118,6 +118,9 @@ class FileManagerPlugin:
         new = os.path.abspath(os.path.expanduser(path))
         if new == root.path:
             return
+        if not os.path.isdir(new):
+            log.warn("Root {name} stays at {old}: {new} is not a directory", name=name, old=root.path, new=new)
+            return
         old, root.path = root.path, new
         log.info("Root {name} moved from {old} to {new}", name=name, old=old, new=new)
         if self.watcher is not None:

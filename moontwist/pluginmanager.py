@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,8 @@ DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
 BUILTIN_PLUGINS: dict[str, str] = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
     "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
+    "klippy_apis": "moontwist.plugins.klippy_apis:KlippyAPIsPlugin",
+    "data_store": "moontwist.plugins.data_store:DataStorePlugin",
     "file_manager": "moontwist.plugins.files:FileManagerPlugin",
 }
 
@@ -119,9 +121,11 @@ class PluginManager:
 
     # calling ------------------------------------------------------------------------
 
-    def _impls(self, hook: str) -> Iterable[pluggy.HookImpl]:
-        # pluggy lists implementations last-registered first; built-ins should go first.
-        return reversed(getattr(self.pm.hook, hook).get_hookimpls())
+    def _impls(self, hook: str) -> list[pluggy.HookImpl]:
+        """Implementations in load order (``tryfirst`` ones first, ``trylast`` ones last)."""
+        impls = getattr(self.pm.hook, hook).get_hookimpls()  # pluggy keeps registration order
+        rank = {id(impl): (0 if impl.tryfirst else 2 if impl.trylast else 1, i) for i, impl in enumerate(impls)}
+        return sorted(impls, key=lambda impl: rank[id(impl)])
 
     def call_each(self, hook: str, *, fatal: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call every implementation separately; a raising plugin is marked failed.

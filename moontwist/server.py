@@ -69,7 +69,7 @@ class Server:
         self.websocket_resource = build_websocket_resource(self)
         # Set by plugins: auth checks every request, CORS vets origins and preflights.
         self.authorize: Callable[[APIRequest], None] | None = None
-        self.origin_allowed: Callable[[str], bool] | None = None
+        self.origin_allowed: Callable[[str, str | None], bool] | None = None
         self.http_prepare: Callable[[Any], Any] | None = None
         self.klippy: Any = None
         self.config: Config = Config()

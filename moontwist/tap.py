@@ -5,18 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from OpenSSL.SSL import Error as SSLError
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
-from twisted.internet.ssl import PrivateCertificate
 from twisted.logger import Logger
 from twisted.python import usage
 
 from moontwist.api.http import APISite
-from moontwist.api.upload import streaming_request_factory
-from moontwist.api.upload import streaming_request_factory
 from moontwist.api.unixsock import UnixSocketFactory
+from moontwist.api.upload import streaming_request_factory
 from moontwist.config import ConfigError
 from moontwist.server import Server, ServerOptions
 
@@ -59,7 +56,6 @@ class MoontwistService(service.MultiService):
         self.server = server
         self.reactor = reactor or server.reactor
         self.site = APISite(server.root_resource())
-        self.site.requestFactory = streaming_request_factory(server)
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
         self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured
@@ -105,6 +101,10 @@ class MoontwistService(service.MultiService):
         if not cert_path or not key_path:
             return
         port = section.getint("ssl_port", 7130, minval=0, maxval=65535)
+        # pyOpenSSL and cryptography cost ~13 MB; they are imported only when HTTPS is configured.
+        from OpenSSL.SSL import Error as SSLError
+        from twisted.internet.ssl import PrivateCertificate
+
         try:
             with open(os.path.expanduser(cert_path), "rb") as f:
                 cert = f.read()

@@ -144,15 +144,17 @@ class HTTPAPI:
                 raw["path_tail"] = tail
             api_request = APIRequest(
                 endpoint,
-                endpoint.validate(raw),
+                raw,
                 "http",
                 method,
                 None,
                 request.getClientAddress().host if request.getClientAddress() else None,
                 http_request=request,
             )
+            # Authenticate before validating, so a stranger learns nothing about arguments.
             if self.server.authorize is not None:
                 self.server.authorize(api_request)
+            api_request.args = endpoint.validate(raw)
             result = call_handler(endpoint, api_request)
         except Exception:
             return self._failure(request, Failure(), endpoint)

@@ -102,11 +102,12 @@ class JSONRPCDispatcher:
                 return None
             return _error(INVALID_PARAMS, "Invalid params: 'params' must be an object", req_id)
         try:
-            request = APIRequest(endpoint, endpoint.validate(params), transport, "POST", connection, ip)
+            request = APIRequest(endpoint, params, transport, "POST", connection, ip)
             if connection is not None:
                 request.user = connection.user
             if self.authorize is not None:
                 self.authorize(request)
+            request.args = endpoint.validate(params)
             result = call_handler(endpoint, request)
         except Exception:
             reply = self._failure(Failure(), method, req_id)

@@ -134,7 +134,7 @@ class KlippyConnection:
                 return
             self.info = info
             state = info.get("state", "error")
-            if state in ("ready", "shutdown"):
+            if state != "startup":  # error and shutdown still have objects and output to follow
                 break
             self._set_state(state, info.get("state_message", ""))
             yield deferLater(self.reactor, POLL_INTERVAL, lambda: None)
@@ -145,8 +145,8 @@ class KlippyConnection:
         self.objects = listed.get("objects", [])
         config = yield self.request("objects/query", {"objects": {"configfile": ["config", "settings"]}})
         self.configfile = config.get("status", {}).get("configfile", {})
-        for name in (*REMOTE_METHODS, *self._remote_methods):
-            if name in self._remote_methods or name in REMOTE_METHODS:
+        if state == "ready":
+            for name in dict.fromkeys((*REMOTE_METHODS, *self._remote_methods)):
                 yield self._register_remote(name)
         self.initialized = True
         yield self.subscriptions.restore()
@@ -171,6 +171,8 @@ class KlippyConnection:
         proto = self._proto
         if proto is None:
             return fail(ServerError("Klippy Disconnected", 503))
+        if method == "gcode/script" and params and str(params.get("script", "")).strip():
+            self.server.emit("gcode_command", script=params["script"])
         req_id = next(self._ids)
         d: Deferred = Deferred()
         timer = self.reactor.callLater(timeout, self._timed_out, req_id) if timeout else None

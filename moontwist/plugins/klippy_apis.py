@@ -148,7 +148,7 @@ class KlippyAPIsPlugin:
 
     async def _restart(self, method: str, params: dict[str, Any]) -> str:
         try:
-            await self.klippy.request(method, params)
+            await self.klippy.request(method, params, timeout=None)
         except ServerError as exc:
             if exc.status != 503:  # Klippy may close the socket before it replies
                 raise
@@ -189,9 +189,7 @@ class KlippyAPIsPlugin:
         return self.klippy.request("query_endstops/status", {})
 
     async def gcode_script(self, request: APIRequest) -> str:
-        script = request.args["script"]
-        self.server.emit("gcode_command", script=script)
-        await self.klippy.gcode(script)
+        await self.klippy.gcode(request.args["script"])
         return "ok"
 
     def gcode_help(self, request: APIRequest) -> Any:
@@ -201,15 +199,15 @@ class KlippyAPIsPlugin:
         filename = request.args["filename"].lstrip("/")
         if filename.startswith("gcodes/"):
             filename = filename[len("gcodes/"):]
-        if any(c in filename for c in '"\n\r'):
-            raise ServerError(f"Invalid argument 'filename': {filename!r} contains a quote or newline", 400)
-        script = f'SDCARD_PRINT_FILE FILENAME="{filename}"'
-        self.server.emit("gcode_command", script=script)
-        await self.klippy.gcode(script)
+        if any(c in filename for c in "\n\r"):
+            raise ServerError(f"Invalid argument 'filename': {filename!r} contains a line break", 400)
+        quoted = filename.replace('"', '\\"')  # as Moonraker sends it
+        await self.klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
         return "ok"
 
     async def _pause_resume(self, action: str) -> str:
-        await self.klippy.request(f"pause_resume/{action}", {})
+        # Klippy replies when the macro has run (RESUME may reheat): no time limit.
+        await self.klippy.request(f"pause_resume/{action}", {}, timeout=None)
         return "ok"
 
     def print_pause(self, request: APIRequest) -> Any:

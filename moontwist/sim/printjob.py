@@ -250,6 +250,9 @@ class VirtualSDCard:
         printer = self.printer
         clock = printer.clock
         toolhead = printer.toolhead
+        # Like Klipper's work handler: the state is "printing" before the loop waits for anything.
+        if printer.print_stats.state != "printing":
+            printer.print_stats.note_start()
         while generation == self._generation:
             ahead = toolhead.lookahead()
             if ahead > AHEAD_LIMIT:

@@ -161,11 +161,10 @@ async def test_upload_with_path_checksum_and_metadata(fm):
         assert f.read() == data
     meta = await ws.call("server.files.metadata", {"filename": "a/b/cube.gcode"})
     assert meta["slicer"] == "Cura"
-    actions = []
-    while len(actions) < 3:
-        note = await ws.next_notification("notify_filelist_changed")
-        actions.append(note["params"][0]["action"])
-    assert actions[:2] == ["create_dir", "create_file"] or "create_file" in actions
+    notes = []
+    while not notes or notes[-1]["action"] != "create_file":
+        notes.append((await ws.next_notification("notify_filelist_changed"))["params"][0])
+    assert [(n["action"], n["item"]["path"]) for n in notes] == [("create_dir", "a"), ("create_file", "a/b/cube.gcode")]
     # OctoPrint alias, treq's own multipart encoder
     resp = await treq.post(fm.base + "/api/files/local", files={"file": ("octo.gcode", "text/plain", b"G28\n")})
     body = json.loads(await resp.content())

@@ -178,7 +178,9 @@ async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[st
         existed = os.path.exists(full)
         folder = os.path.dirname(full)
         manager.suppress(full)
-        created_dir = not os.path.isdir(folder)
+        created_dir = _first_missing(folder)
+        if created_dir is not None:
+            manager.suppress(created_dir)
         await manager.in_thread(_place, sink.temp_path, folder, full)
     except ServerError:
         sink.abort()
@@ -187,8 +189,8 @@ async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[st
         sink.abort()
         raise ServerError(f"Cannot store the upload: {exc.strerror or exc}", 400) from None
     sink.committed()
-    if created_dir:
-        manager.announce("create_dir", root, folder)
+    if created_dir is not None:
+        manager.announce("create_dir", root, created_dir)
     result = manager.announce("modify_file" if existed else "create_file", root, full)
     result = {"item": result["item"], "action": result["action"]}
     if root.name == "gcodes":
@@ -198,6 +200,14 @@ async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[st
         result["print_started"] = await _start_print(manager, sink, rel)
         result["print_queued"] = False
     return result, f"/server/files/{root.name}/{quote(rel)}"
+
+
+def _first_missing(folder: str) -> str | None:
+    """The outermost directory of ``folder`` that doesn't exist yet (None if it exists)."""
+    missing = None
+    while not os.path.isdir(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
 
 
 def _place(temp: str, folder: str, full: str) -> None:

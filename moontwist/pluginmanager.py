@@ -33,6 +33,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
     "klippy_apis": "moontwist.plugins.klippy_apis:KlippyAPIsPlugin",
     "data_store": "moontwist.plugins.data_store:DataStorePlugin",
+    "machine": "moontwist.plugins.machine:MachinePlugin",
+    "proc_stats": "moontwist.plugins.proc_stats:ProcStatsPlugin",
     "file_manager": "moontwist.plugins.files:FileManagerPlugin",
 }
 

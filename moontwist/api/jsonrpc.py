@@ -50,35 +50,50 @@ class JSONRPCDispatcher:
         self.authorize = authorize
 
     def handle_bytes(
-        self, data: bytes | str, transport: str, connection: Connection | None = None, ip: str | None = None
+        self,
+        data: bytes | str,
+        transport: str,
+        connection: Connection | None = None,
+        ip: str | None = None,
+        user: dict[str, Any] | None = None,
     ) -> bytes | None | Deferred:
-        """Handle one encoded message; returns the encoded reply, None, or a Deferred of either."""
+        """Handle one encoded message; returns the encoded reply, None, or a Deferred of either.
+
+        ``user`` is who the carrying request authenticated as (``POST /server/jsonrpc``).
+        """
         try:
             obj = jsonutil.loads(data)
         except jsonutil.JSONDecodeError:
             log.info("JSON-RPC parse error from {ip} over {transport}", ip=ip, transport=transport)
             return jsonutil.dumpb(_error(PARSE_ERROR, "Parse error", None))
-        reply = self.handle(obj, transport, connection, ip)
+        reply = self.handle(obj, transport, connection, ip, user)
         if isinstance(reply, Deferred):
             return reply.addCallback(lambda r: None if r is None else jsonutil.dumpb(r))
         return None if reply is None else jsonutil.dumpb(reply)
 
     def handle(
-        self, obj: Any, transport: str, connection: Connection | None = None, ip: str | None = None
+        self,
+        obj: Any,
+        transport: str,
+        connection: Connection | None = None,
+        ip: str | None = None,
+        user: dict[str, Any] | None = None,
     ) -> Any:
         """Handle a decoded request or batch; returns the reply object, None, or a Deferred."""
         if isinstance(obj, list):
             if not obj:
                 return _error(INVALID_REQUEST, "Invalid Request: empty batch", None)
-            parts = [self._single(item, transport, connection, ip) for item in obj]
+            parts = [self._single(item, transport, connection, ip, user) for item in obj]
             if not any(isinstance(p, Deferred) for p in parts):
                 replies = [p for p in parts if p is not None]
                 return replies or None
             waits = [p if isinstance(p, Deferred) else _fired(p) for p in parts]
             return gatherResults(waits).addCallback(lambda rs: [r for r in rs if r is not None] or None)
-        return self._single(obj, transport, connection, ip)
+        return self._single(obj, transport, connection, ip, user)
 
-    def _single(self, obj: Any, transport: str, connection: Connection | None, ip: str | None) -> Any:
+    def _single(
+        self, obj: Any, transport: str, connection: Connection | None, ip: str | None, user: dict[str, Any] | None
+    ) -> Any:
         if not isinstance(obj, dict):
             return _error(INVALID_REQUEST, "Invalid Request: expected an object", None)
         req_id = obj.get("id")
@@ -102,7 +117,7 @@ class JSONRPCDispatcher:
                 return None
             return _error(INVALID_PARAMS, "Invalid params: 'params' must be an object", req_id)
         try:
-            request = APIRequest(endpoint, params, transport, "POST", connection, ip)
+            request = APIRequest(endpoint, params, transport, "POST", connection, ip, user)
             if connection is not None:
                 request.user = connection.user
             if self.authorize is not None:

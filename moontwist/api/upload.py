@@ -14,7 +14,6 @@ refused: remove whatever was written).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from io import BytesIO
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -24,12 +23,20 @@ from twisted.web.server import Request
 
 from moontwist.api.errors import ServerError
 from moontwist.api.http import JSON_TYPE, error_body
+from moontwist.api.registry import APIRequest, Endpoint
 
 __all__ = ["BodySink", "StreamingRequest", "streaming_request_factory"]
 
 log = Logger()
 
-_REASONS = {400: b"Bad Request", 403: b"Forbidden", 404: b"Not Found", 413: b"Payload Too Large"}
+_REASONS = {
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    413: b"Payload Too Large",
+    429: b"Too Many Requests",
+}
 
 
 class BodySink(Protocol):
@@ -49,7 +56,7 @@ class StreamingRequest(Request):
     _received = 0
     _refused = False
 
-    def _sink_factory(self) -> Callable[[Request], BodySink] | None:
+    def _upload_endpoint(self) -> Endpoint | None:
         if self.server is None or getattr(self.channel, "_command", b"").upper() != b"POST":
             return None
         path = unquote(getattr(self.channel, "_path", b"").split(b"?", 1)[0].decode("utf-8", "replace"))
@@ -57,21 +64,30 @@ class StreamingRequest(Request):
         if match is None:
             return None
         endpoint = match[0].get("POST")
-        return endpoint.extra.get("body_sink") if endpoint is not None else None
+        return endpoint if endpoint is not None and endpoint.extra.get("body_sink") else None
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - twisted API
-        factory = self._sink_factory()
-        if factory is None:
+        endpoint = self._upload_endpoint()
+        if endpoint is None:
             super().gotLength(length)
             return
         self.content = BytesIO()  # stays empty: the stock multipart parsing never runs
         self._parsePOSTFormSubmission = False
+        # Headers are in; the body is not. Authenticate now so a stranger's body is never read.
+        self.method, self.uri = self.channel._command, self.channel._path
+        if self.server.authorize is not None:
+            peer = self.channel.transport.getPeer()
+            try:
+                self.server.authorize(APIRequest(endpoint, {}, "http", "POST", None, getattr(peer, "host", None), http_request=self))
+            except ServerError as exc:
+                self._refuse(exc)
+                return
         limit = self.server.max_upload_size
         if length is not None and length > limit:
             self._refuse(ServerError(f"Request body of {length} bytes exceeds max_upload_size ({limit} bytes)", 413))
             return
         try:
-            self.body_sink = factory(self)
+            self.body_sink = endpoint.extra["body_sink"](self)
         except ServerError as exc:
             self._refuse(exc)
 

@@ -154,7 +154,7 @@ class ServerPlugin:
     def jsonrpc(self, request: APIRequest) -> Any:
         http = request.http_request
         http.content.seek(0)
-        reply = self.server.dispatcher.handle_bytes(http.content.read(), "jsonrpc_http", None, request.ip)
+        reply = self.server.dispatcher.handle_bytes(http.content.read(), "jsonrpc_http", None, request.ip, request.user)
         if isinstance(reply, Deferred):
             return reply.addCallback(lambda data: data or b"")
         return reply or b""

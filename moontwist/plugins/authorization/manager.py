@@ -64,7 +64,6 @@ class AuthManager:
         self.throttle = LoginThrottle(max_attempts, server.reactor)
         self.started_on = time.time()
         self._resolver: LoopingCall | None = None
-        self._rpc_http_user: dict[str, Any] | None = None
 
     # lifecycle -----------------------------------------------------------------------
 
@@ -211,17 +210,9 @@ class AuthManager:
                 if endpoint.auth:
                     raise
                 request.user = None
-            if endpoint.method == "server.jsonrpc" and request.user is not None:
-                # The body's calls are dispatched synchronously by this request's handler.
-                self._rpc_http_user = request.user
-                self.server.reactor.callLater(0, self._forget_rpc_user)
-        elif transport == "jsonrpc_http":
-            request.user = self._rpc_http_user
+        # jsonrpc_http: the dispatcher passes on the user of the carrying HTTP request
         if endpoint.auth and request.user is None:
             raise _unauthorized()
-
-    def _forget_rpc_user(self) -> None:
-        self._rpc_http_user = None
 
     def forget_user(self, username: str) -> None:
         """Drop ``username`` from every websocket it authenticated (logout, deletion)."""

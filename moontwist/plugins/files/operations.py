@@ -144,18 +144,13 @@ class FileManager:
 
         def queue(files: list[dict[str, Any]]) -> Any:
             prefix = relative(gcodes, folder) + "/" if folder and folder != gcodes.path else ""
-            known = set()
             for info in files:
                 rel = info["path"]
-                known.add(rel)
                 if not rel.startswith(prefix):
                     continue
                 meta = self.store.get(rel)
                 if meta is None or meta.get("size") != info["size"] or meta.get("modified") != info["modified"]:
                     self.processor.scan(rel, os.path.join(gcodes.path, rel))
-            if not prefix:
-                for rel in set(self.store.keys()) - known:
-                    self.store.delete(rel)
             return len(files)
 
         return d.addCallback(queue)

@@ -208,8 +208,10 @@ class FileManagerPlugin:
 
     async def metadata(self, request: APIRequest) -> dict[str, Any]:
         rel, full = self._gcode(request.args["filename"])
+        if not os.path.isfile(full):
+            raise ServerError(f"Metadata not available for <{rel}>", 404)
         meta = self.manager.store.get(rel)
-        if meta is None and os.path.isfile(full):
+        if meta is None:
             meta = await self.manager.processor.scan(rel, full)
         if meta is None:
             raise ServerError(f"Metadata not available for <{rel}>", 404)

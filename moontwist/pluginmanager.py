@@ -30,6 +30,7 @@ DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
 # frontends look for in server.info's "components".
 BUILTIN_PLUGINS: dict[str, str] = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
+    "database": "moontwist.plugins.database:DatabasePlugin",
     "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
     "klippy_apis": "moontwist.plugins.klippy_apis:KlippyAPIsPlugin",
     "data_store": "moontwist.plugins.data_store:DataStorePlugin",

@@ -1,0 +1,225 @@
+"""database: websocket post_item/get_item (sequential, 100 in flight), history list p99 and start-up at 100k jobs.
+
+The post/get figures are measured against the server under test.  The history
+figures need a data path holding 100,000 jobs, so this suite writes one (with
+the same schema code as ``HistoryStore``) and starts its own moontwist on it:
+start-up time is process spawn -> first ``200`` from ``/server/info``.  When the
+server has no ``server.history.list`` yet, the list p99 is measured on
+``HistoryStore.list_jobs`` itself (its SQL and row decoding, run in this
+process without the reader-thread hop) and the row says so.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import shutil
+import sqlite3
+import tempfile
+import time
+
+from bench.client.ws import ws_connect, ws_rpc_load
+from bench.context import Context, SuiteError
+from bench.result import Result
+from bench.server import DEFAULT_SERVER_CMD, ServerProcess
+from bench.stats import summarize
+from bench.suites.core import _load_rows
+
+__all__ = ["TARGETS", "run", "make_history_datapath"]
+
+TARGETS = {
+    "get_per_s": 5000.0,  # get_item round trips/s (100 in flight)
+    "post_per_s": 1500.0,  # durable post_item round trips/s (100 in flight)
+    "history_p99_ms": 20.0,  # at most
+    "startup_s": 2.0,  # at most, with 100k jobs
+}
+
+JOBS = 100_000
+NAMESPACE = "bench_db"
+POST = {"namespace": NAMESPACE, "key": "settings.counter", "value": {"a": 1, "b": [1, 2, 3]}}
+GET = {"namespace": NAMESPACE, "key": "settings.counter"}
+HISTORY_LIST = {"limit": 50, "start": 0, "order": "desc"}
+
+
+async def _probe(ctx: Context) -> bool:
+    """Seeds the item read by get_item; returns whether server.history.list exists."""
+    try:
+        client = await ws_connect(ctx.host, ctx.port, ctx.ws_path, ctx.headers)
+    except Exception as exc:  # noqa: BLE001 - any failure means the suite can't run
+        raise SuiteError(f"websocket {ctx.ws_path} failed: {exc!r}") from None
+    try:
+        msg = await client.call("server.database.post_item", POST)
+        if "result" not in msg:
+            raise SuiteError(f"server.database.post_item answered {msg!r:.200}")
+        msg = await client.call("server.history.list", {"limit": 1})
+        return "result" in msg
+    finally:
+        await client.close()
+
+
+def make_history_datapath(datapath: str, jobs: int = JOBS, seed: int = 1) -> None:
+    """Write ``jobs`` finished jobs into ``<datapath>/database/moontwist.db``."""
+    from moontwist.storage.database import DB_FILENAME, SCHEMA_VERSION_SQL, ensure_table
+    from moontwist.storage.history import (
+        JOB_HISTORY_SQL,
+        JOB_TOTALS_SQL,
+        HistoryStore,
+        insert_jobs,
+    )
+
+    os.makedirs(os.path.join(datapath, "database"), exist_ok=True)
+    conn = sqlite3.connect(os.path.join(datapath, "database", DB_FILENAME), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(SCHEMA_VERSION_SQL)
+        conn.execute("BEGIN")
+        version = HistoryStore.SCHEMA_VERSION
+        ensure_table(conn, "job_history", JOB_HISTORY_SQL, version, {})
+        ensure_table(conn, "job_totals", JOB_TOTALS_SQL, version, {})
+        rng = random.Random(seed)
+        t = 1_600_000_000.0
+        batch = []
+        for i in range(jobs):
+            t += rng.uniform(600, 7200)
+            duration = rng.uniform(300, 36000)
+            batch.append(
+                {
+                    "filename": f"folder{i % 20}/part_{i}.gcode",
+                    "status": rng.choice(("completed", "completed", "cancelled", "error")),
+                    "start_time": t,
+                    "end_time": t + duration,
+                    "print_duration": duration * 0.9,
+                    "total_duration": duration,
+                    "filament_used": rng.uniform(100, 20000),
+                    "metadata": {"size": 1234567, "slicer": "PrusaSlicer", "layer_height": 0.2,
+                                 "estimated_time": int(duration), "filament_total": 5000.0},
+                    "auxiliary_data": [],
+                }
+            )
+            if len(batch) == 5000:
+                insert_jobs(conn, batch)
+                batch.clear()
+        insert_jobs(conn, batch)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+class _SyncDB:
+    """Runs HistoryStore's read functions synchronously on one connection."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+
+    def run_read(self, fn):
+        from twisted.internet.defer import fail, succeed
+
+        try:
+            return succeed(fn(self.conn))
+        except Exception as exc:  # noqa: BLE001
+            return fail(exc)
+
+
+def _history_direct(ctx: Context, datapath: str) -> list[Result]:
+    from moontwist.storage.database import DB_FILENAME
+    from moontwist.storage.history import HistoryStore
+
+    db = _SyncDB(os.path.join(datapath, "database", DB_FILENAME))
+    store = HistoryStore(db)  # type: ignore[arg-type]
+    pages = [0, 50, 1000, 50_000, JOBS - 50]
+    lat: list[float] = []
+    deadline = time.perf_counter() + max(1.0, ctx.duration)
+    n = 0
+    while time.perf_counter() < deadline:
+        start = pages[n % len(pages)]
+        t0 = time.perf_counter()
+        d = store.list_jobs(start=start, limit=50, order="desc" if n % 2 else "asc")
+        t1 = time.perf_counter()
+        count, _jobs = d.result
+        if count != 50:
+            raise SuiteError(f"list_jobs(start={start}) returned {count} jobs")
+        lat.append(t1 - t0)
+        n += 1
+    db.conn.close()
+    s = summarize(lat)
+    note = ("server.history.list not served yet: HistoryStore.list_jobs measured in-process "
+            "(same SQL and decoding, no thread hop); pages start 0..99,950, 50 jobs each")
+    return [
+        Result("history list p99 (100k jobs, direct)", s["p99"] * 1e3, "ms",
+               target=TARGETS["history_p99_ms"], higher_is_better=False, note=note,
+               extra={"latency_ms": {k: v * 1e3 if k != "count" else v for k, v in s.items()}}),
+        Result("history list p50 (100k jobs, direct)", s["p50"] * 1e3, "ms", higher_is_better=False),
+    ]
+
+
+def _history_rows(ctx: Context) -> list[Result]:
+    tmp = tempfile.mkdtemp(prefix="moontwist-bench-history-")
+    datapath = os.path.join(tmp, "data")
+    try:
+        ctx.log(f"  writing {JOBS} jobs into {datapath} ...")
+        t0 = time.perf_counter()
+        make_history_datapath(datapath)
+        ctx.log(f"  ... {time.perf_counter() - t0:.1f} s")
+        results: list[Result] = []
+        template = DEFAULT_SERVER_CMD.replace("{datapath}", shlex.quote(datapath))
+        proc = ServerProcess(cmd_template=template)
+        t0 = time.perf_counter()
+        proc.start()
+        startup = time.perf_counter() - t0
+        try:
+            results.append(
+                Result("start-up with 100k jobs", startup, "s", target=TARGETS["startup_s"],
+                       higher_is_better=False,
+                       note="spawn -> first 200 from /server/info (includes the interpreter)")
+            )
+            served = ctx.run(_has_history(proc.host, proc.port, ctx))
+            if served:
+                ctx.log("  websocket server.history.list, sequential ...")
+                lr = ctx.run(
+                    ws_rpc_load(proc.host, proc.port, ctx.ws_path, "server.history.list", 1,
+                                ctx.warmup, ctx.duration, None, params=HISTORY_LIST,
+                                headers=ctx.headers)
+                )
+                rows = _load_rows("ws server.history.list (100k jobs) sequential", lr, "RPC/s")
+                rows[2].target = TARGETS["history_p99_ms"]
+                results += rows
+        finally:
+            proc.stop()
+        if not served:
+            results += _history_direct(ctx, datapath)
+        return results
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _has_history(host: str, port: int, ctx: Context) -> bool:
+    client = await ws_connect(host, port, ctx.ws_path, ctx.headers)
+    try:
+        msg = await client.call("server.history.list", {"limit": 1})
+        return "result" in msg
+    finally:
+        await client.close()
+
+
+def run(ctx: Context) -> list[Result]:
+    results: list[Result] = []
+    ctx.run(_probe(ctx))
+    server = ctx.server
+    for method, params, target_key in (
+        ("server.database.get_item", GET, "get_per_s"),
+        ("server.database.post_item", POST, "post_per_s"),
+    ):
+        for inflight in (1, 100):
+            label = f"ws {method} " + ("sequential" if inflight == 1 else f"{inflight} in flight")
+            ctx.log(f"  {label} ...")
+            with ctx.placement(sequential=inflight == 1) as where:
+                lr = ctx.run(
+                    ws_rpc_load(ctx.host, ctx.port, ctx.ws_path, method, inflight, ctx.warmup,
+                                ctx.duration, server, params=params, headers=ctx.headers)
+                )
+            target = TARGETS[target_key] if inflight > 1 else None
+            results += _load_rows(label, lr, "RPC/s", target, where)
+    results += _history_rows(ctx)
+    return results

@@ -323,6 +323,7 @@ class RecordingProvider(ServiceProvider):
         self._set_states({normalize(service): {"active_state": active_state, "sub_state": sub_state}})
 
     async def _service_action(self, action: str, name: str) -> None:
+        log.info("Dry run (recording provider): %s %s", action, name)
         self.commands.append((action, name))
         if action == "stop":
             self.set_state(name, "inactive", "dead")
@@ -330,6 +331,7 @@ class RecordingProvider(ServiceProvider):
             self.set_state(name, "active", "running")
 
     async def _power_action(self, action: str) -> None:
+        log.info("Dry run (recording provider): %s the host", action)
         self.commands.append((action,))
 
 

@@ -8,6 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
+
+from moontwist.config import Config, ConfigError
+from moontwist.plugins.machine import MachinePlugin
 from mtclient import RPCError, sleep, start_service
 
 RECORDING = "[server]\n\n[machine]\nprovider: recording\n"
@@ -240,3 +243,16 @@ async def test_klipper_log_rollover(svc):
     assert not os.path.exists(log)
     assert [n for n in os.listdir(os.path.dirname(log)) if n.startswith("klippy.log.")]
     svc.server.klippy = None
+
+
+@pytest_twisted.ensureDeferred
+async def test_moonraker_machine_options(tmp_path):
+    config = RECORDING + "sudo_password: secret\nvalidate_service: True\nshutdown_action: halt\n"
+    svc = await start_service(str(tmp_path / "data"), config)
+    try:
+        info = (await svc.get("/server/info"))[1]["result"]
+        assert not any("machine" in w for w in info["warnings"])
+    finally:
+        await svc.service.stopService()
+    with pytest.raises(ConfigError, match="option 'provider': value 'systemd_magic'"):
+        MachinePlugin().configure(server=None, config=Config.from_string("[machine]\nprovider: systemd_magic\n"))

@@ -136,7 +136,7 @@ async def test_notifications_reach_every_client(svc):
 @pytest_twisted.ensureDeferred
 async def test_oversized_frame_closes_with_1009(svc):
     ws = await svc.ws()
-    ws.sendMessage(b'"' + b"x" * (5 * 1024 * 1024) + b'"')
+    ws.sendMessage(b'"' + b"x" * (17 * 1024 * 1024) + b'"')
     code, _ = await ws.closed
     assert code == 1009
     code, _ = await svc.get("/server/info")

@@ -26,7 +26,7 @@ __all__ = ["HTTPAPI", "APISite", "JSON_TYPE", "error_body"]
 log = Logger()
 
 JSON_TYPE = b"application/json; charset=UTF-8"
-MAX_ARGS_BODY = 8 * 1024 * 1024
+MAX_ARGS_BODY = 16 * 1024 * 1024
 
 
 def error_body(status: int, message: str) -> bytes:

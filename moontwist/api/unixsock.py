@@ -18,7 +18,7 @@ __all__ = ["UnixSocketConnection", "UnixSocketFactory", "ETX"]
 log = Logger()
 
 ETX = b"\x03"
-MAX_MESSAGE = 4 * 1024 * 1024
+MAX_MESSAGE = 16 * 1024 * 1024
 MAX_BACKLOG = 8 * 1024 * 1024
 
 

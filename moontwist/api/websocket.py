@@ -19,7 +19,7 @@ __all__ = ["WebSocketConnection", "build_websocket_resource"]
 
 log = Logger()
 
-MAX_MESSAGE = 4 * 1024 * 1024
+MAX_MESSAGE = 16 * 1024 * 1024
 MAX_BACKLOG = 8 * 1024 * 1024
 CLOSE_TOO_SLOW = 1008
 

@@ -251,10 +251,10 @@ class MachinePlugin:
 
     # Klipper's log ---------------------------------------------------------------------------
 
-    def klippy_log_rollover(self) -> None:
+    def klippy_log_rollover(self) -> defer.Deferred:
         """Check that Klipper's log can be rolled over, then stop Klipper, rename it, start Klipper.
 
-        Raises ServerError when it can't; the stop/rename/start runs in the background.
+        Raises ServerError when it can't; the Deferred fires when Klipper is started again.
         """
         klippy = self.server.klippy
         status = getattr(klippy, "status", None) or {}
@@ -271,8 +271,12 @@ class MachinePlugin:
             raise ServerError(f"No file at {path}, cannot roll over Klipper's log", 404)
         self.rolling_over = True
         d = defer.ensureDeferred(self._rollover(path))
-        d.addErrback(lambda f: log.error("Klipper log rollover failed: {why}", why=f.getErrorMessage()))
-        d.addBoth(lambda _: setattr(self, "rolling_over", False))
+
+        def done(result: object) -> object:
+            self.rolling_over = False
+            return result
+
+        return d.addBoth(done)
 
     def _klippy_log_path(self) -> str:
         info = getattr(self.server.klippy, "info", None)

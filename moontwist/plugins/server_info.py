@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -125,7 +125,7 @@ class ServerPlugin:
         self.server.connections.identify(conn, args["client_name"], args["version"], args["type"], args["url"])
         return {"connection_id": conn.connection_id}
 
-    def rollover(self, request: APIRequest) -> dict[str, Any]:
+    async def rollover(self, request: APIRequest) -> dict[str, Any]:
         app = request.args.get("application")
         known = (*OWN_LOG_NAMES, "klipper")
         if app is not None and app not in known:
@@ -145,7 +145,7 @@ class ServerPlugin:
                 failed["klipper"] = "Klipper's log can't be rolled over without a service provider"
             else:
                 try:
-                    klippy_rollover()
+                    await maybeDeferred(klippy_rollover)
                     rolled.append("klipper")
                 except ServerError as exc:
                     failed["klipper"] = exc.message

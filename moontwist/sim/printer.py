@@ -48,6 +48,7 @@ class Printer:
         self.state_message = STARTUP_MESSAGE
         self.closed = False
         self._static = copy.deepcopy(_OBJECTS["objects"])
+        self._point_sdcard_at(gcodes_path)
         self.gcode = GCodeDispatch(self)
         self._register_core()
         self.toolhead = Toolhead(self)
@@ -191,6 +192,14 @@ class Printer:
         self.gcode.respond_raw(f"{prefix}{sep}{cmd.get('MSG', '')}")
 
     # ---- status
+    def _point_sdcard_at(self, gcodes_path: str) -> None:
+        """The recorded config names the recording machine's folder; report this simulator's."""
+        config = self._static.get("configfile", {})
+        for field in ("config", "settings"):
+            sections = config.get(field, {}).get("example", {})
+            if "virtual_sdcard" in sections:
+                sections["virtual_sdcard"]["path"] = gcodes_path
+
     def static_status(self, name: str) -> dict:
         """The recorded example value of every field of ``name``."""
         return {field: spec["example"] for field, spec in self._static[name].items()}

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from moontwist import jsonutil
 
-__all__ = ["Config", "ConfigError", "ConfigSection", "Sentinel"]
+__all__ = ["Config", "ConfigError", "ConfigSection", "Sentinel", "find_config_file"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,16 @@ class Sentinel:
 REQUIRED: Any = Sentinel()
 _SECRET_RE = re.compile(r"\{secrets\.([^.{}\s]+)\.([^.{}\s]+)\}")
 _INCLUDE_PREFIX = "include "
+
+
+def find_config_file(datapath: str, config_file: str | None) -> str:
+    """The file to read: the one named, else an existing moonraker.conf, else moontwist.conf."""
+    if config_file:
+        return os.path.abspath(os.path.expanduser(config_file))
+    moonraker = os.path.join(datapath, "config", "moonraker.conf")
+    if os.path.exists(moonraker):
+        return moonraker
+    return os.path.join(datapath, "config", "moontwist.conf")
 
 
 class ConfigError(Exception):

@@ -16,7 +16,7 @@ from moontwist.api.http import HTTPAPI
 from moontwist.api.jsonrpc import JSONRPCDispatcher
 from moontwist.api.registry import APIRequest, Endpoint, Registry
 from moontwist.api.websocket import build_websocket_resource
-from moontwist.config import Config, ConfigError
+from moontwist.config import Config, ConfigError, find_config_file
 from moontwist.logs import ServerLog
 from moontwist.pluginmanager import PluginManager
 
@@ -92,12 +92,7 @@ class Server:
 
     @property
     def config_file(self) -> str:
-        if self.options.config_file:
-            return os.path.abspath(os.path.expanduser(self.options.config_file))
-        moonraker = self.path("config", "moonraker.conf")
-        if os.path.exists(moonraker):
-            return moonraker
-        return self.path("config", "moontwist.conf")
+        return find_config_file(self.datapath, self.options.config_file)
 
     def load_config(self) -> Config:
         path = self.config_file

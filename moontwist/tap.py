@@ -101,9 +101,12 @@ class MoontwistService(service.MultiService):
         if not cert_path or not key_path:
             return
         port = section.getint("ssl_port", 7130, minval=0, maxval=65535)
-        # pyOpenSSL and cryptography cost ~13 MB; they are imported only when HTTPS is configured.
-        from OpenSSL.SSL import Error as SSLError
-        from twisted.internet.ssl import PrivateCertificate
+        try:  # imported only when HTTPS is configured (see moontwist.cli)
+            from OpenSSL.SSL import Error as SSLError
+            from twisted.internet.ssl import PrivateCertificate
+        except ImportError:
+            log.error("HTTPS was configured after start-up; restart the moontwist process to enable it")
+            return
 
         try:
             with open(os.path.expanduser(cert_path), "rb") as f:

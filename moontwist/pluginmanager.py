@@ -37,6 +37,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "machine": "moontwist.plugins.machine:MachinePlugin",
     "proc_stats": "moontwist.plugins.proc_stats:ProcStatsPlugin",
     "file_manager": "moontwist.plugins.files:FileManagerPlugin",
+    "history": "moontwist.plugins.history:HistoryPlugin",
+    "job_queue": "moontwist.plugins.job_queue:JobQueuePlugin",
 }
 
 

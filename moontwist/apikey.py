@@ -3,34 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sqlite3
 import sys
 from urllib.parse import quote
 
+from moontwist.storage.moonraker_import import select_api_key
+
 __all__ = ["main", "read_api_key"]
 
 
 def read_api_key(datapath: str) -> str | None:
-    """The API key stored in ``<datapath>/database/moontwist.db`` (opened read-only), or None."""
+    """The API key in ``<datapath>/database/moontwist.db`` (table ``auth_users``), or None.
+
+    The database is opened read-only.
+    """
     path = os.path.join(os.path.abspath(os.path.expanduser(datapath)), "database", "moontwist.db")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No moontwist database at {path}")
     conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
     try:
-        row = conn.execute(
-            "SELECT value FROM namespace_store WHERE namespace = 'moonraker' AND key = 'authorization'"
-        ).fetchone()
-    except sqlite3.OperationalError:
+        return select_api_key(conn)
+    except sqlite3.OperationalError:  # no auth_users table yet
         return None
     finally:
         conn.close()
-    if row is None:
-        return None
-    record = json.loads(bytes(row[0]))
-    key = record.get("api_key") if isinstance(record, dict) else None
-    return key if isinstance(key, str) and key else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,10 @@ folder is read instead, so nothing is ever written next to it.
 
 Imported: every namespace except Moonraker's private ``database`` one, the
 job history (ids kept) and totals, the users (into ``auth_users``, with their
-PBKDF2 hashes) and the API key (namespace ``moonraker``, key
-``authorization.api_key``).  Everything is written in one transaction together
-with a row in ``moonraker_import``, which makes a second import a no-op.
+PBKDF2 hashes) and the API key (as in Moonraker, the reserved ``_API_KEY_USER_``
+row of ``auth_users``: never in a namespace, which clients can read).
+Everything is written in one transaction together with a row in
+``moonraker_import``, which makes a second import a no-op.
 """
 
 from __future__ import annotations
@@ -33,17 +34,22 @@ from moontwist.storage.database import Database
 from moontwist.storage.history import TOTAL_FIELDS, HistoryStore, insert_jobs, write_totals
 
 __all__ = [
+    "API_KEY_SCHEME",
+    "API_KEY_USER",
     "AUTH_USERS_SQL",
     "MOONRAKER_HASH_SCHEME",
     "decode_record",
     "import_moonraker_db",
     "read_moonraker_db",
+    "select_api_key",
     "verify_moonraker_password",
 ]
 
 MOONRAKER_HASH_SCHEME = "moonraker_pbkdf2_sha256"
 PBKDF2_ITERATIONS = 100_000
+# The API key is the "password" of this reserved auth_users row (not a user).
 API_KEY_USER = "_API_KEY_USER_"
+API_KEY_SCHEME = "api_key"
 SKIPPED_NAMESPACES = ("database",)
 
 AUTH_USERS_SQL = """
@@ -65,6 +71,16 @@ CREATE TABLE moonraker_import (
     summary TEXT NOT NULL
 )
 """
+
+
+def select_api_key(conn: sqlite3.Connection) -> str | None:
+    """The API key stored in ``auth_users``, or None."""
+    row = conn.execute(
+        "SELECT password_hash FROM auth_users WHERE username = ? AND hash_scheme = ?",
+        (API_KEY_USER, API_KEY_SCHEME),
+    ).fetchone()
+    key = None if row is None else row[0]
+    return key if isinstance(key, str) and key else None
 
 
 def verify_moonraker_password(password: str, salt: str, hash_hex: str) -> bool:
@@ -139,7 +155,7 @@ def read_moonraker_db(source_path: str) -> dict[str, Any]:
 
     Returns ``namespaces`` (namespace -> row key -> value), ``failed`` (rows that
     could not be decoded), ``jobs``, ``job_totals``, ``auxiliary_totals``, ``users``
-    and ``api_key``.
+    and ``api_key_user`` (the ``_API_KEY_USER_`` row holding the API key, or None).
     """
     with _open_readonly(source_path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -152,7 +168,7 @@ def read_moonraker_db(source_path: str) -> dict[str, Any]:
             "job_totals": {},
             "auxiliary_totals": [],
             "users": [],
-            "api_key": None,
+            "api_key_user": None,
         }
         for row in conn.execute("SELECT namespace, key, value FROM namespace_store"):
             try:
@@ -183,23 +199,23 @@ def read_moonraker_db(source_path: str) -> dict[str, Any]:
         if "authorized_users" in tables:
             for row in conn.execute("SELECT * FROM authorized_users"):
                 user = dict(row)
-                if user["username"] == API_KEY_USER:
-                    result["api_key"] = user["password"]
-                    continue
                 if user.get("groups") is not None:
                     user["groups"] = jsonutil.loads(user["groups"])
-                result["users"].append(user)
+                if user["username"] != API_KEY_USER:
+                    result["users"].append(user)
+                elif isinstance(user.get("password"), str) and user["password"]:
+                    result["api_key_user"] = user
     return result
 
 
-def _user_row(user: dict[str, Any]) -> tuple:
+def _user_row(user: dict[str, Any], scheme: str = MOONRAKER_HASH_SCHEME) -> tuple:
     known = ("username", "password", "salt", "source", "created_on")
     extra = {k: v for k, v in user.items() if k not in known}
     return (
         user["username"],
         user.get("password"),
         user.get("salt"),
-        MOONRAKER_HASH_SCHEME,
+        scheme,
         user.get("source", "moonraker"),
         user.get("created_on"),
         jsonutil.dumps(extra),
@@ -220,27 +236,16 @@ def _import(conn: sqlite3.Connection, source_path: str) -> dict[str, Any]:
     conn.executemany(
         "INSERT OR REPLACE INTO namespace_store (namespace, key, value) VALUES (?, ?, ?)", rows
     )
-    if data["api_key"]:
-        old = conn.execute(
-            "SELECT value FROM namespace_store WHERE namespace = 'moonraker' AND key = ?",
-            ("authorization",),
-        ).fetchone()
-        record = jsonutil.loads(old[0]) if old is not None else {}
-        if not isinstance(record, dict):
-            record = {}
-        record["api_key"] = data["api_key"]
-        conn.execute(
-            "INSERT OR REPLACE INTO namespace_store (namespace, key, value) "
-            "VALUES ('moonraker', 'authorization', ?)",
-            (jsonutil.dumpb(record),),
-        )
     insert_jobs(conn, data["jobs"])
     if data["job_totals"] or data["auxiliary_totals"]:
         write_totals(conn, data["job_totals"], data["auxiliary_totals"])
+    user_rows = [_user_row(user) for user in data["users"]]
+    if data["api_key_user"] is not None:
+        user_rows.append(_user_row(data["api_key_user"], API_KEY_SCHEME))
     conn.executemany(
         "INSERT OR REPLACE INTO auth_users (username, password_hash, salt, hash_scheme, "
         "source, created_on, extra) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [_user_row(user) for user in data["users"]],
+        user_rows,
     )
     imported = sorted(ns for ns in data["namespaces"] if ns not in SKIPPED_NAMESPACES)
     summary = {
@@ -251,7 +256,7 @@ def _import(conn: sqlite3.Connection, source_path: str) -> dict[str, Any]:
         "jobs": len(data["jobs"]),
         "totals": len(data["job_totals"]) + len(data["auxiliary_totals"]),
         "users": len(data["users"]),
-        "api_key": bool(data["api_key"]),
+        "api_key": data["api_key_user"] is not None,
         "skipped_namespaces": sorted(set(data["namespaces"]) & set(SKIPPED_NAMESPACES)),
         "failed": data["failed"],
     }

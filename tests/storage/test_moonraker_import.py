@@ -14,9 +14,11 @@ import pytest_twisted
 from moontwist.storage.database import Database
 from moontwist.storage.history import HistoryStore
 from moontwist.storage.moonraker_import import (
+    API_KEY_SCHEME,
     MOONRAKER_HASH_SCHEME,
     decode_record,
     import_moonraker_db,
+    select_api_key,
     verify_moonraker_password,
 )
 
@@ -94,8 +96,6 @@ async def test_import_matches_expected(stores, source, expected):
     # every namespace, every value, with its type
     for namespace, items in namespaces.items():
         stored = await db.get_item(namespace)
-        if namespace == "moonraker":
-            assert stored.pop("authorization") == {"api_key": expected["users"]["api_key"]}
         assert stored == items, namespace
         for key, kind in expected["namespace_value_types"][namespace].items():
             assert type(stored[key]) is TYPES[kind], (namespace, key)
@@ -103,7 +103,23 @@ async def test_import_matches_expected(stores, source, expected):
     assert await db.get_item(
         "klipperscreen", ["displayed_macros.Printer", "UNLOAD_FILAMENT"]
     ) == items_at(namespaces, "klipperscreen", "displayed_macros.Printer", "UNLOAD_FILAMENT")
-    assert await db.get_item("moonraker", "authorization.api_key") == expected["users"]["api_key"]
+
+    # the API key: the reserved auth_users row, in no namespace
+    api_key = expected["users"]["api_key"]
+    assert await db.run_read(select_api_key) == api_key
+    for namespace in db.namespaces():
+        assert api_key not in json.dumps(await db.get_item(namespace)), namespace
+    key_row = await db.run_read(
+        lambda c: c.execute(
+            "SELECT hash_scheme, source, created_on, extra FROM auth_users WHERE username = ?",
+            ("_API_KEY_USER_",),
+        ).fetchone()
+    )
+    want_key_user = next(
+        u for u in expected["users"]["rows"] if u["username"] == "_API_KEY_USER_"
+    )
+    assert tuple(key_row[:3]) == (API_KEY_SCHEME, "moonraker", want_key_user["created_on"])
+    assert json.loads(key_row[3]) == {"jwt_secret": None, "jwk_id": None, "groups": ["admin"]}
 
     # every job, ids kept
     count, jobs = await history.list_jobs(limit=0, order="asc")
@@ -126,7 +142,7 @@ async def test_import_matches_expected(stores, source, expected):
     rows = await db.run_read(
         lambda c: c.execute(
             "SELECT username, password_hash, salt, hash_scheme, source, created_on, extra "
-            "FROM auth_users ORDER BY username"
+            "FROM auth_users WHERE username != '_API_KEY_USER_' ORDER BY username"
         ).fetchall()
     )
     want_users = [u for u in expected["users"]["rows"] if u["username"] != "_API_KEY_USER_"]

@@ -18,15 +18,20 @@ from moontwist.config import ConfigSection
 from moontwist.plugins.authorization import jwt
 from moontwist.plugins.authorization.limits import LoginThrottle, OneshotTokens
 from moontwist.plugins.authorization.policy import CorsPolicy, TrustedClients
-from moontwist.plugins.authorization.users import User, UserStore
+from moontwist.plugins.authorization.users import (
+    API_KEY_USER,
+    RESERVED_USERS,
+    TRUSTED_USER,
+    User,
+    UserStore,
+)
 
 __all__ = ["AuthManager", "API_KEY_USER", "TRUSTED_USER", "RESERVED_USERS"]
 
 log = Logger()
 
-API_KEY_USER = "_API_KEY_USER_"
-TRUSTED_USER = "_TRUSTED_USER_"
-RESERVED_USERS = frozenset({API_KEY_USER, TRUSTED_USER})
+# Where builds before the API key moved to auth_users kept it; readable by clients.
+LEGACY_NAMESPACE, LEGACY_KEY = "moonraker", "authorization"
 JWT_LIFETIME = 3600.0
 RESOLVE_INTERVAL = 300.0
 # Local tools: the unix socket is guarded by file permissions, MQTT by its broker.
@@ -58,7 +63,6 @@ class AuthManager:
                 f"[authorization]: unsafe or invalid domain '{entry}' in option 'cors_domains' (ignored)"
             )
         self.users: UserStore | None = None
-        self.db: Any = None
         self.api_key: str | None = None
         self.oneshot = OneshotTokens(server.reactor)
         self.throttle = LoginThrottle(max_attempts, server.reactor)
@@ -68,16 +72,11 @@ class AuthManager:
     # lifecycle -----------------------------------------------------------------------
 
     async def start(self, db: Any) -> None:
-        self.db = db
         users = UserStore(db)
         await users.load()
         self.users = users
-        try:
-            record = await db.get_item("moonraker", "authorization")
-        except ServerError:
-            record = None
-        key = record.get("api_key") if isinstance(record, dict) else None
-        if not isinstance(key, str) or not key:
+        key = await self._stored_api_key(db, users)
+        if key is None:
             key = await self.new_api_key()
         self.api_key = key
         if self.trusted.hostnames:
@@ -91,9 +90,37 @@ class AuthManager:
             self._resolver.stop()
         self.users = None
 
+    @staticmethod
+    async def _stored_api_key(db: Any, users: UserStore) -> str | None:
+        """The stored API key; one an earlier build left in a namespace is moved to the table.
+
+        A key already in the table (e.g. imported from Moonraker since) wins.
+        """
+        key = await users.load_api_key()
+        try:
+            record = await db.get_item(LEGACY_NAMESPACE, LEGACY_KEY)
+        except ServerError:
+            return key
+        if not isinstance(record, dict) or "api_key" not in record:
+            return key
+        legacy = record["api_key"]
+        if key is None and isinstance(legacy, str) and legacy:
+            await users.save_api_key(legacy)
+            key = legacy
+        only_key = set(record) == {"api_key"}
+        await db.delete_item(LEGACY_NAMESPACE, LEGACY_KEY if only_key else [LEGACY_KEY, "api_key"])
+        log.info(
+            "API key removed from database namespace {namespace!r}; it is kept in table auth_users",
+            namespace=LEGACY_NAMESPACE,
+        )
+        return key
+
     async def new_api_key(self) -> str:
+        """Generate, store and use a new API key."""
+        if self.users is None:
+            raise ServerError("Authorization is not ready", 503)
         key = uuid.uuid4().hex
-        await self.db.insert_item("moonraker", ["authorization", "api_key"], key)
+        await self.users.save_api_key(key)
         self.api_key = key
         return key
 

@@ -3,10 +3,10 @@
 The post/get figures are measured against the server under test.  The history
 figures need a data path holding 100,000 jobs, so this suite writes one (with
 the same schema code as ``HistoryStore``) and starts its own moontwist on it:
-start-up time is process spawn -> first ``200`` from ``/server/info``.  When the
-server has no ``server.history.list`` yet, the list p99 is measured on
-``HistoryStore.list_jobs`` itself (its SQL and row decoding, run in this
-process without the reader-thread hop) and the row says so.
+start-up time is process spawn -> first ``200`` from ``/server/info``.  The
+list p99 goes through the real endpoint: ``server.history.list`` over the
+websocket, one call at a time, limit 50, newest first, oldest first and from
+the middle of the history (start 50,000).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from bench.client.ws import ws_connect, ws_rpc_load
 from bench.context import Context, SuiteError
 from bench.result import Result
 from bench.server import DEFAULT_SERVER_CMD, ServerProcess
-from bench.stats import summarize
 from bench.suites.core import _load_rows
 
 __all__ = ["TARGETS", "run", "make_history_datapath"]
@@ -39,7 +38,12 @@ JOBS = 100_000
 NAMESPACE = "bench_db"
 POST = {"namespace": NAMESPACE, "key": "settings.counter", "value": {"a": 1, "b": [1, 2, 3]}}
 GET = {"namespace": NAMESPACE, "key": "settings.counter"}
-HISTORY_LIST = {"limit": 50, "start": 0, "order": "desc"}
+# label -> server.history.list params
+HISTORY_LISTS = {
+    "desc": {"limit": 50, "start": 0, "order": "desc"},
+    "asc": {"limit": 50, "start": 0, "order": "asc"},
+    "desc, start 50,000": {"limit": 50, "start": 50_000, "order": "desc"},
+}
 
 
 async def _probe(ctx: Context) -> bool:
@@ -107,53 +111,6 @@ def make_history_datapath(datapath: str, jobs: int = JOBS, seed: int = 1) -> Non
         conn.close()
 
 
-class _SyncDB:
-    """Runs HistoryStore's read functions synchronously on one connection."""
-
-    def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-
-    def run_read(self, fn):
-        from twisted.internet.defer import fail, succeed
-
-        try:
-            return succeed(fn(self.conn))
-        except Exception as exc:  # noqa: BLE001
-            return fail(exc)
-
-
-def _history_direct(ctx: Context, datapath: str) -> list[Result]:
-    from moontwist.storage.database import DB_FILENAME
-    from moontwist.storage.history import HistoryStore
-
-    db = _SyncDB(os.path.join(datapath, "database", DB_FILENAME))
-    store = HistoryStore(db)  # type: ignore[arg-type]
-    pages = [0, 50, 1000, 50_000, JOBS - 50]
-    lat: list[float] = []
-    deadline = time.perf_counter() + max(1.0, ctx.duration)
-    n = 0
-    while time.perf_counter() < deadline:
-        start = pages[n % len(pages)]
-        t0 = time.perf_counter()
-        d = store.list_jobs(start=start, limit=50, order="desc" if n % 2 else "asc")
-        t1 = time.perf_counter()
-        count, _jobs = d.result
-        if count != 50:
-            raise SuiteError(f"list_jobs(start={start}) returned {count} jobs")
-        lat.append(t1 - t0)
-        n += 1
-    db.conn.close()
-    s = summarize(lat)
-    note = ("server.history.list not served yet: HistoryStore.list_jobs measured in-process "
-            "(same SQL and decoding, no thread hop); pages start 0..99,950, 50 jobs each")
-    return [
-        Result("history list p99 (100k jobs, direct)", s["p99"] * 1e3, "ms",
-               target=TARGETS["history_p99_ms"], higher_is_better=False, note=note,
-               extra={"latency_ms": {k: v * 1e3 if k != "count" else v for k, v in s.items()}}),
-        Result("history list p50 (100k jobs, direct)", s["p50"] * 1e3, "ms", higher_is_better=False),
-    ]
-
-
 def _history_rows(ctx: Context) -> list[Result]:
     tmp = tempfile.mkdtemp(prefix="moontwist-bench-history-")
     datapath = os.path.join(tmp, "data")
@@ -174,21 +131,21 @@ def _history_rows(ctx: Context) -> list[Result]:
                        higher_is_better=False,
                        note="spawn -> first 200 from /server/info (includes the interpreter)")
             )
-            served = ctx.run(_has_history(proc.host, proc.port, ctx))
-            if served:
-                ctx.log("  websocket server.history.list, sequential ...")
+            if not ctx.run(_has_history(proc.host, proc.port, ctx)):
+                raise SuiteError("server.history.list is not served")
+            for label, params in HISTORY_LISTS.items():
+                ctx.log(f"  websocket server.history.list ({label}), sequential ...")
                 lr = ctx.run(
                     ws_rpc_load(proc.host, proc.port, ctx.ws_path, "server.history.list", 1,
-                                ctx.warmup, ctx.duration, None, params=HISTORY_LIST,
+                                ctx.warmup, ctx.duration, None, params=params,
                                 headers=ctx.headers)
                 )
-                rows = _load_rows("ws server.history.list (100k jobs) sequential", lr, "RPC/s")
+                rows = _load_rows(f"ws server.history.list (100k jobs, {label}) sequential",
+                                  lr, "RPC/s")
                 rows[2].target = TARGETS["history_p99_ms"]
                 results += rows
         finally:
             proc.stop()
-        if not served:
-            results += _history_direct(ctx, datapath)
         return results
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

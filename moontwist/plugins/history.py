@@ -77,6 +77,7 @@ class HistoryPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        config.section("history")  # Moonraker's [history] has no options; accepted
         store = server.lookup("history_store")
         if store is None:
             raise RuntimeError("history needs the database plugin (no 'history_store')")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest_twisted
-from history.printing import start_printer, write_gcodes
+from history.printing import gcode, start_printer, write_gcodes
 
 from mtclient import start_service, wait_for
 
@@ -101,3 +101,15 @@ async def test_server_exit_ends_the_job(tmp_path):
         assert (await svc.get("/server/history/totals"))[1]["result"]["job_totals"]["total_jobs"] == 1
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_gcode_error_ends_the_job_as_error(printer):
+    with open(f"{printer.datapath}/gcodes/bad.gcode", "w") as f:
+        f.write(gcode(60) + "G1 X9999 F3000\n")
+    ws = await printer.ws()
+    await ws.call("printer.print.start", {"filename": "bad.gcode"})
+    await _changed(ws, "added")
+    done = await _changed(ws, "finished")
+    assert done["status"] == "error" and done["filament_used"] > 0
+    ws.sendClose()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from history.printing import start_printer, write_gcodes
 
 from mtclient import RPCError, wait_for
 
@@ -92,3 +93,20 @@ async def test_cancel_pauses_the_queue_and_remote_methods(printer):
     printer.sim.call_remote_method("pause_job_queue", {})
     assert (await _queue_note(ws, "state_changed"))["queue_state"] == "paused"
     ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_load_on_startup_loads_when_klippy_is_ready_again(tmp_path):
+    datapath = str(tmp_path / "data")
+    write_gcodes(datapath, {"a.gcode": 60})
+    svc = await start_printer(datapath, "[server]\n[simulator]\nspeed: 50\n[job_queue]\nload_on_startup: True\n")
+    try:
+        ws = await svc.ws()
+        queued = await ws.call("server.job_queue.post_job", {"filenames": ["a.gcode"]})
+        assert queued["queue_state"] == "paused"
+        await ws.call("printer.restart")
+        loaded = await _queue_note(ws, "job_loaded")
+        assert loaded["updated_queue"] == [] and loaded["queue_state"] == "ready"
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 
 import pytest_twisted
 import treq
 from files.upload_client import (
     BOUNDARY,
+    SAMPLES,
     multipart_body,
     raw_connect,
     raw_upload,
@@ -297,4 +299,44 @@ async def test_external_changes_are_notified_once(fm):
     while ws.notifications.pending:
         extra = ws.notifications.pending.pop(0)
         assert extra["method"] != "notify_filelist_changed", extra
+    ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_files_written_into_a_new_folder_at_once_are_found(fm):
+    """A folder made and filled faster than its inotify watch is added still gets every file."""
+    ws = await fm.ws()
+    folder = os.path.join(fm.server.datapath, "gcodes", "burst")
+    os.mkdir(folder)
+    for i in range(40):
+        shutil.copyfile(os.path.join(SAMPLES, "slic3r_cube.gcode"), os.path.join(folder, f"f{i}.gcode"))
+    names = set()
+    while len(names) < 40:
+        note = await ws.next_notification("notify_filelist_changed", timeout=10)
+        item = note["params"][0]
+        if item["action"] == "create_file":
+            names.add(item["item"]["path"])
+    assert names == {f"burst/f{i}.gcode" for i in range(40)}
+    ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_watched_folder_keeps_the_rest_watched(fm):
+    ws = await fm.ws()
+    gcodes = os.path.join(fm.server.datapath, "gcodes")
+    os.mkdir(os.path.join(gcodes, "doomed"))
+    await sleep(0.3)
+    with open(os.path.join(gcodes, "doomed", "a.gcode"), "w") as f:
+        f.write("G28\n")
+    await sleep(0.8)
+    shutil.rmtree(os.path.join(gcodes, "doomed"))
+    await sleep(0.3)
+    os.mkdir(os.path.join(gcodes, "later"))
+    await sleep(0.3)
+    shutil.copyfile(os.path.join(SAMPLES, "slic3r_cube.gcode"), os.path.join(gcodes, "later", "b.gcode"))
+    seen = []
+    while ("create_file", "later/b.gcode") not in seen:
+        note = await ws.next_notification("notify_filelist_changed", timeout=5)
+        seen.append((note["params"][0]["action"], note["params"][0]["item"]["path"]))
+    assert ("delete_dir", "doomed") in seen
     ws.sendClose()

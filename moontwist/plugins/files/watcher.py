@@ -9,6 +9,7 @@ same read.  Hidden items and paths the API itself just changed are ignored.
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,47 @@ MASK = (
 SUPPRESS_SECONDS = 3.0
 
 
+_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, name length (struct inotify_event)
+
+
+class TreeINotify(inotify.INotify):
+    """INotify that survives the deletion of a watched subfolder.
+
+    Twisted's INotify drops its whole connection (every watch of the tree) as
+    soon as any watched folder reports IN_DELETE_SELF; deleting one subfolder
+    of a root would silence the root. Here only that folder's watch is
+    forgotten (the kernel has already removed it).
+    """
+
+    def _doRead(self, in_: bytes) -> None:  # noqa: N802 - Twisted's hook
+        self._buffer += in_
+        while len(self._buffer) >= _EVENT.size:
+            wd, mask, _cookie, length = _EVENT.unpack_from(self._buffer)
+            if len(self._buffer) < _EVENT.size + length:
+                return
+            name = self._buffer[_EVENT.size : _EVENT.size + length].rstrip(b"\0")
+            self._buffer = self._buffer[_EVENT.size + length :]
+            point = self._watchpoints.get(wd)
+            if point is None:
+                continue
+            where = point.path.asBytesMode()
+            target = where.child(name) if name else where
+            point._notify(target, mask)
+            if point.autoAdd and mask & inotify.IN_ISDIR and mask & inotify.IN_CREATE:
+                self._follow(point, target)
+            if mask & (inotify.IN_DELETE_SELF | inotify.IN_IGNORED):
+                self._watchpoints.pop(wd, None)
+                self._watchpaths.pop(point.path, None)
+
+    def _follow(self, parent: Any, folder: FilePath) -> None:
+        """Watch a new subfolder; report what was written into it before the watch existed."""
+        try:
+            wd = self.watch(folder, mask=parent.mask, autoAdd=True, callbacks=parent.callbacks)
+        except (OSError, inotify.INotifyError):
+            return  # gone already
+        self.reactor.callLater(0, self._addChildren, self._watchpoints[wd])
+
+
 class Watcher:
     """One inotify instance per watched root; ``handler(action, root, path, source)`` per change."""
 
@@ -54,7 +96,7 @@ class Watcher:
         if not os.path.isdir(root.path):
             return False
         try:
-            notifier = inotify.INotify(self.reactor)
+            notifier = TreeINotify(self.reactor)
             notifier.startReading()
             notifier.watch(
                 FilePath(root.path), MASK, autoAdd=True, recursive=True, callbacks=[lambda _, fp, mask: self._event(root, fp, mask)]
@@ -158,3 +200,4 @@ class Watcher:
         if entry is not None:
             root, _, is_dir = entry
             self.handler("delete_dir" if is_dir else "delete_file", root, path, None)
+

@@ -90,6 +90,11 @@ def gcode_command(server: Server, script: str) -> None:
 
 
 @hookspec
+def print_requested(server: Server, filename: str, user: str | None) -> None:
+    """A client asked to print ``filename`` (``user``: its username, None when unknown)."""
+
+
+@hookspec
 def connection_opened(server: Server, connection: Connection) -> None:
     """A websocket or unix socket client connected."""
 

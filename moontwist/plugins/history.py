@@ -83,6 +83,7 @@ class HistoryPlugin:
             raise RuntimeError("history needs the database plugin (no 'history_store')")
         self.store = store
         self.lock = DeferredLock()
+        self.requested_by: dict[str, str] = {}  # filename -> who asked to print it
         self.job: dict[str, Any] | None = None  # the job in progress (JOB_FIELDS)
         self.job_id: int | None = None
         self.last_stats: dict[str, Any] = {}
@@ -175,6 +176,11 @@ class HistoryPlugin:
             self.last_stats.update(stats)
 
     @hookimpl
+    def print_requested(self, filename: str, user: str | None) -> None:
+        if user:
+            self.requested_by[filename] = user
+
+    @hookimpl
     def job_state_changed(self, old: str, new: str, status: dict[str, Any]) -> None:
         # status_update runs after this hook: last_stats is still the previous state
         prev = dict(self.last_stats)
@@ -230,7 +236,7 @@ class HistoryPlugin:
                 await self._close("cancelled", prev)
             filename = cur.get("filename") or ""
             job: dict[str, Any] = {
-                "user": NO_USER,
+                "user": self.requested_by.pop(filename, None) or NO_USER,
                 "filename": filename,
                 "status": "in_progress",
                 "start_time": time.time(),

@@ -202,6 +202,7 @@ class KlippyAPIsPlugin:
         if any(c in filename for c in "\n\r"):
             raise ServerError(f"Invalid argument 'filename': {filename!r} contains a line break", 400)
         quoted = filename.replace('"', '\\"')  # as Moonraker sends it
+        self.server.emit("print_requested", filename=filename, user=(request.user or {}).get("username"))
         await self.klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
         return "ok"
 

@@ -113,3 +113,20 @@ async def test_a_gcode_error_ends_the_job_as_error(printer):
     done = await _changed(ws, "finished")
     assert done["status"] == "error" and done["filament_used"] > 0
     ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_job_records_who_started_it(tmp_path):
+    datapath = str(tmp_path / "data")
+    write_gcodes(datapath, {"mine.gcode": 60})
+    config = "[server]\n[simulator]\nspeed: 50\n[authorization]\ntrusted_clients:\n    127.0.0.0/8\n"
+    svc = await start_printer(datapath, config)
+    try:
+        ws = await svc.ws()
+        await wait_for(lambda: svc.server.lookup("file_manager").store.get("mine.gcode"))
+        assert await ws.call("printer.print.start", {"filename": "mine.gcode"}) == "ok"
+        added = await _changed(ws, "added")
+        assert added["user"] == "_TRUSTED_USER_"
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()

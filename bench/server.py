@@ -31,9 +31,9 @@ __all__ = [
     "system_busy_seconds",
 ]
 
-# ``python -m twisted`` is Twisted's ``twist`` runner: it never daemonizes, so it has no ``-n``.
+# The README's run command (``moontwist``, i.e. ``twistd -n moontwist``), with the simulated printer.
 DEFAULT_SERVER_CMD = (
-    "{python} -m twisted moontwist --datapath {datapath} --host {host} --port {port} --simulate"
+    "{python} -m moontwist.cli --datapath {datapath} --host {host} --port {port} --simulate"
 )
 STANDIN_CMD = "{python} -m bench.standin --host {host} --port {port}"
 

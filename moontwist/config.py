@@ -140,10 +140,6 @@ class Config:
 
     __getitem__ = section
 
-    def prefixed_sections(self, prefix: str) -> list[ConfigSection]:
-        """Sections such as ``[power printer]`` for prefix ``"power "``."""
-        return [self.section(n) for n in self._raw if n.startswith(prefix)]
-
     def load_secrets(self, path: str) -> None:
         """Read ``{secrets.section.key}`` values from an ini or json file."""
         path = os.path.expanduser(path)

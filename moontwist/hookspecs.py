@@ -44,11 +44,6 @@ def register_endpoints(server: Server, register: Callable[..., Any]) -> None:
 
 
 @hookspec
-def register_power_device_types(server: Server, register: Callable[[str, Any], None]) -> None:
-    """Offer power device types: ``register("type_name", factory)``."""
-
-
-@hookspec
 def register_metadata_parsers(server: Server, register: Callable[[Any], None]) -> None:
     """Offer G-code metadata parsers for slicers moontwist doesn't know."""
 

@@ -12,7 +12,6 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from moontwist import jsonutil
 from moontwist.api.errors import ServerError
 
 __all__ = ["Connection", "ConnectionTable", "SendQueue"]
@@ -52,10 +51,6 @@ class SendQueue:
             self._pending.clear()
             self._on_overflow()
 
-    @property
-    def backlog(self) -> int:
-        return self._pending_bytes
-
     def pauseProducing(self) -> None:  # noqa: N802 - Twisted interface
         self.paused = True
 
@@ -90,12 +85,6 @@ class Connection:
     def send_bytes(self, data: bytes) -> None:
         """Send one encoded JSON-RPC message (subclasses frame it)."""
         raise NotImplementedError
-
-    def send_notification(self, method: str, params: list[Any] | None = None) -> None:
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-        if params is not None:
-            msg["params"] = params
-        self.send_bytes(jsonutil.dumpb(msg))
 
     def close_connection(self, code: int = 1000, reason: str = "") -> None:
         raise NotImplementedError

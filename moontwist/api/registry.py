@@ -86,7 +86,6 @@ class Registry:
     def __init__(self) -> None:
         self._by_method: dict[str, Endpoint] = {}
         self._by_route: dict[str, dict[str, Endpoint]] = {}
-        self._listeners: list[Callable[[Endpoint, bool], None]] = []
 
     def add(self, endpoint: Endpoint) -> Endpoint:
         rpc = self._by_method.get(endpoint.method)
@@ -107,8 +106,6 @@ class Registry:
             routes = self._by_route.setdefault(endpoint.http_path, {})
             for verb in endpoint.http_methods:
                 routes[verb] = endpoint
-        for listener in self._listeners:
-            listener(endpoint, True)
         return endpoint
 
     def remove(self, method: str) -> None:
@@ -122,12 +119,6 @@ class Registry:
                     del routes[verb]
             if not routes:
                 self._by_route.pop(endpoint.http_path, None)
-        for listener in self._listeners:
-            listener(endpoint, False)
-
-    def on_change(self, listener: Callable[[Endpoint, bool], None]) -> None:
-        """Call ``listener(endpoint, added)`` whenever the registry changes."""
-        self._listeners.append(listener)
 
     def by_method(self, method: str) -> Endpoint | None:
         return self._by_method.get(method)

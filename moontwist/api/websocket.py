@@ -86,6 +86,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
+            log.info("Websocket {id} sent invalid UTF-8; closing with 1007", id=self.connection_id)
             self._fail_connection(1007, "Invalid UTF-8 in a text message")
             return
         self.onMessage(payload, False)

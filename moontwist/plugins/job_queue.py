@@ -3,9 +3,12 @@
 Queue states: ``ready`` (the next job loads when the current print completes),
 ``loading`` (waiting ``job_transition_delay`` and running
 ``job_transition_gcode``), ``starting`` (asking Klippy to print) and ``paused``.
-A print that ends in error or is cancelled (including a return to ``standby``)
-pauses a non-empty queue.  Like Moonraker, the plugin is always loaded; its
-options live in ``[job_queue]``.  Klippy macros can call the remote methods
+As in current Moonraker: the queue starts ``paused``; only with
+``automatic_transition`` does a completed print load the next job; a print that
+ends in error or is cancelled pauses a non-empty queue; ``load_on_startup``
+loads the first job whenever Klippy becomes ready.  Like Moonraker's, the queue
+lives in memory only: it is empty after a restart.  The plugin is always loaded;
+its options live in ``[job_queue]``.  Klippy macros can call the remote methods
 ``pause_job_queue`` and ``start_job_queue``.
 
 Endpoints::
@@ -52,6 +55,7 @@ class QueuedJob:
     """One queued file; ``job_id`` is 16 upper-case hex digits."""
 
     filename: str
+    user: str | None = None
     job_id: str = field(default_factory=lambda: secrets.token_hex(8).upper())
     time_added: float = field(default_factory=time.time)
 
@@ -77,7 +81,8 @@ class JobQueuePlugin:
         self.automatic = section.getboolean("automatic_transition", False)
         self.delay = section.getfloat("job_transition_delay", 0.01, above=0.0)
         self.transition_gcode = section.get("job_transition_gcode", "").strip()
-        self.state = "ready" if self.automatic else "paused"
+        self.state = "paused"
+        self.pause_requested = False
         self.jobs: dict[str, QueuedJob] = {}
         self.lock = DeferredLock()
         self.pop_call: Any = None
@@ -158,18 +163,15 @@ class JobQueuePlugin:
         if state == "ready":
             self._locked(self._klippy_ready)
         elif state == "shutdown":
-            self.pause_queue().addCallback(lambda _: self._ready_if_idle())
+            requested = self.pause_requested
+            self.pause_queue().addCallback(lambda _: setattr(self, "pause_requested", requested))
 
     @hookimpl
-    def job_state_changed(self, old: str, new: str) -> None:
-        if new == "complete":
+    def job_state_changed(self, new: str) -> None:
+        if new == "complete" and self.automatic:
             self._locked(self._job_complete)
-        elif new in ("error", "cancelled") or (new == "standby" and old in ("printing", "paused")):
+        elif new in ("error", "cancelled"):
             self._locked(self._job_aborted)
-
-    def _ready_if_idle(self) -> None:
-        if not self.jobs and self.automatic:
-            self._set_state("ready")
 
     async def _klippy_ready(self) -> None:
         if self.load_on_startup and self.jobs and self.state in ("ready", "paused"):
@@ -209,7 +211,7 @@ class JobQueuePlugin:
         if self.state == "paused":
             return
         if not self.jobs:
-            self._set_state("ready" if self.automatic else "paused")
+            self._set_state("paused")
             return
         uid, job = next(iter(self.jobs.items()))
         if not await self._can_print() or self.state != "loading":
@@ -222,6 +224,7 @@ class JobQueuePlugin:
                 if self.state != "loading":
                     raise ServerError("Queue state changed during the transition G-code")
             self._set_state("starting")
+            self.server.emit("print_requested", filename=job.filename, user=job.user)
             quoted = job.filename.replace('"', '\\"')
             await klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
         except Exception as exc:
@@ -230,8 +233,14 @@ class JobQueuePlugin:
             return
         self.jobs.pop(uid, None)
         if self.state == "starting":
-            self.state = "ready" if not self.jobs or self.automatic else "paused"
+            self.state = "ready" if self.jobs and self.automatic else "paused"
         self._notify("job_loaded")
+
+    def _printing(self) -> bool:
+        """Whether Klippy's last known ``print_stats`` state is printing or paused."""
+        klippy = self.server.klippy
+        status = getattr(klippy, "status", None) or {}
+        return (status.get("print_stats") or {}).get("state") in ("printing", "paused")
 
     async def _can_print(self) -> bool:
         klippy = self.server.klippy
@@ -250,23 +259,25 @@ class JobQueuePlugin:
         if self.pop_call is not None and self.pop_call.active():
             self.pop_call.cancel()
         self.pop_call = None
-        return self._locked(self._noop)
+        return self._locked(self._requested_pause)
 
-    @staticmethod
-    async def _noop() -> None:
-        return None
+    async def _requested_pause(self) -> None:
+        self.pause_requested = True
 
     def start_queue(self) -> Deferred:
-        """Load the next job now when the printer is idle; else be ``ready``."""
+        """Load the next job now when the printer is idle; else wait (automatic) or pause."""
 
         async def start() -> None:
-            if self.state == "loading":
+            self.pause_requested = False
+            if self.state not in ("ready", "paused"):
                 return
-            if self.jobs and await self._can_print():
+            if not self.jobs:
+                self._set_state("paused")
+            elif await self._can_print():
                 self._set_state("loading")
-                self._schedule(START_DELAY)
+                self._schedule(START_DELAY, transition=False)
             else:
-                self._set_state("ready")
+                self._set_state("ready" if self.automatic else "paused")
 
         return self._locked(start)
 
@@ -303,14 +314,17 @@ class JobQueuePlugin:
         for name in filenames:
             if not file_exists(root.path if root is not None else None, name):
                 raise ServerError(f"G-Code File {name} does not exist", 400)
+        user = (request.user or {}).get("username")
 
         async def add() -> None:
             if request.args["reset"]:
                 self.jobs.clear()
             for name in filenames:
-                job = QueuedJob(name)
+                job = QueuedJob(name, user)
                 self.jobs[job.job_id] = job
             self._notify("jobs_added")
+            if self.automatic and not self.pause_requested and self._printing():
+                self._set_state("ready")
 
         return self._locked(add).addCallback(self._result)
 

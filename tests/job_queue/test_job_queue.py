@@ -20,11 +20,18 @@ async def _queue_note(ws, action: str) -> dict:
             return note
 
 
+async def _queue_state(ws, state: str) -> dict:
+    while True:
+        note = await _queue_note(ws, "state_changed")
+        if note["queue_state"] == state:
+            return note
+
+
 @pytest_twisted.ensureDeferred
 async def test_queue_editing(printer):
     ws = await printer.ws()
     status = await ws.call("server.job_queue.status")
-    assert status == {"queued_jobs": [], "queue_state": "ready"}
+    assert status == {"queued_jobs": [], "queue_state": "paused"}
     added = await ws.call("server.job_queue.post_job", {"filenames": ["a.gcode", "b.gcode"]})
     assert _names(added) == ["a.gcode", "b.gcode"]
     note = await _queue_note(ws, "jobs_added")
@@ -50,7 +57,6 @@ async def test_queue_editing(printer):
     assert _names(reset) == ["b.gcode"]
     paused = await ws.call("server.job_queue.pause")
     assert paused["queue_state"] == "paused"
-    assert (await _queue_note(ws, "state_changed"))["queue_state"] == "paused"
     emptied = await ws.call("server.job_queue.delete_job", {"all": True})
     assert emptied == {"queued_jobs": [], "queue_state": "paused"}
     ws.sendClose()
@@ -67,7 +73,8 @@ async def test_jobs_print_one_after_another(printer):
     assert [j["filename"] for j in first["updated_queue"]] == ["b.gcode"]
     assert first["queue_state"] == "ready"
     second = await _queue_note(ws, "job_loaded")
-    assert second["updated_queue"] == [] and second["queue_state"] == "ready"
+    # as in current Moonraker: an emptied queue pauses
+    assert second["updated_queue"] == [] and second["queue_state"] == "paused"
 
     while True:
         note = (await ws.next_notification("notify_history_changed", timeout=15))["params"][0]
@@ -85,13 +92,23 @@ async def test_cancel_pauses_the_queue_and_remote_methods(printer):
     ws = await printer.ws()
     await ws.call("printer.print.start", {"filename": "long.gcode"})
     await wait_for(lambda: printer.server.klippy.status["print_stats"]["state"] == "printing")
-    await ws.call("server.job_queue.post_job", {"filenames": ["a.gcode"]})
-    await ws.call("printer.print.cancel")
-    assert (await _queue_note(ws, "state_changed"))["queue_state"] == "paused"
+    # automatic_transition: a job queued while printing makes the queue ready
+    queued = await ws.call("server.job_queue.post_job", {"filenames": ["long.gcode", "a.gcode"]})
+    assert queued["queue_state"] == "ready"
+    # print_stats "cancelled" pauses the queue ("standby", a macro's cancel, doesn't in Moonraker)
+    await ws.call("printer.gcode.script", {"script": "BASE_CANCEL_PRINT"})
+    await _queue_state(ws, "paused")
     printer.sim.call_remote_method("start_job_queue", {})
-    assert (await _queue_note(ws, "job_loaded"))["updated_queue"] == []
+    loaded = await _queue_note(ws, "job_loaded")
+    assert _names({"queued_jobs": loaded["updated_queue"]}) == ["a.gcode"]
+    assert loaded["queue_state"] == "ready"
     printer.sim.call_remote_method("pause_job_queue", {})
-    assert (await _queue_note(ws, "state_changed"))["queue_state"] == "paused"
+    await _queue_state(ws, "paused")
+    # a cancel through the print API (print_stats back to standby) leaves the queue as it is
+    await ws.call("printer.print.cancel")
+    await wait_for(lambda: printer.server.klippy.status["print_stats"]["state"] == "standby")
+    status = await ws.call("server.job_queue.status")
+    assert _names(status) == ["a.gcode"] and status["queue_state"] == "paused"
     ws.sendClose()
 
 
@@ -106,7 +123,46 @@ async def test_load_on_startup_loads_when_klippy_is_ready_again(tmp_path):
         assert queued["queue_state"] == "paused"
         await ws.call("printer.restart")
         loaded = await _queue_note(ws, "job_loaded")
-        assert loaded["updated_queue"] == [] and loaded["queue_state"] == "ready"
+        assert loaded["updated_queue"] == [] and loaded["queue_state"] == "paused"
         ws.sendClose()
+    finally:
+        await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_automatic_transition_one_job_loads_per_start(tmp_path):
+    datapath = str(tmp_path / "data")
+    write_gcodes(datapath, {"a.gcode": 60, "b.gcode": 60, "long.gcode": 400})
+    svc = await start_printer(datapath)
+    try:
+        ws = await svc.ws()
+        await ws.call("printer.print.start", {"filename": "long.gcode"})
+        await wait_for(lambda: svc.server.klippy.status["print_stats"]["state"] == "printing")
+        await ws.call("server.job_queue.post_job", {"filenames": ["a.gcode", "b.gcode"]})
+        # the printer is busy and transitions are manual: start leaves the queue paused
+        assert (await ws.call("server.job_queue.start"))["queue_state"] == "paused"
+        await ws.call("printer.print.cancel")
+        await wait_for(lambda: svc.server.klippy.status["print_stats"]["state"] != "printing")
+        assert (await ws.call("server.job_queue.start"))["queue_state"] == "loading"
+        loaded = await _queue_note(ws, "job_loaded")
+        assert _names({"queued_jobs": loaded["updated_queue"]}) == ["b.gcode"]
+        assert loaded["queue_state"] == "paused"
+        while True:
+            note = (await ws.next_notification("notify_history_changed", timeout=15))["params"][0]
+            if note["action"] == "finished" and note["job"]["filename"] == "a.gcode":
+                break
+        assert note["job"]["status"] == "completed"
+        status = await ws.call("server.job_queue.status")
+        assert _names(status) == ["b.gcode"] and status["queue_state"] == "paused"
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()
+    # like Moonraker's, the queue is not kept across restarts
+    svc = await start_printer(datapath)
+    try:
+        assert (await svc.get("/server/job_queue/status"))[1]["result"] == {
+            "queued_jobs": [],
+            "queue_state": "paused",
+        }
     finally:
         await svc.service.stopService()

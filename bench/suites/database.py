@@ -67,8 +67,8 @@ def make_history_datapath(datapath: str, jobs: int = JOBS, seed: int = 1) -> Non
     from moontwist.storage.database import DB_FILENAME, SCHEMA_VERSION_SQL, ensure_table
     from moontwist.storage.history import (
         JOB_HISTORY_SQL,
+        JOB_HISTORY_VERSION,
         JOB_TOTALS_SQL,
-        HistoryStore,
         insert_jobs,
     )
 
@@ -78,9 +78,8 @@ def make_history_datapath(datapath: str, jobs: int = JOBS, seed: int = 1) -> Non
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(SCHEMA_VERSION_SQL)
         conn.execute("BEGIN")
-        version = HistoryStore.SCHEMA_VERSION
-        ensure_table(conn, "job_history", JOB_HISTORY_SQL, version, {})
-        ensure_table(conn, "job_totals", JOB_TOTALS_SQL, version, {})
+        ensure_table(conn, "job_history", JOB_HISTORY_SQL, JOB_HISTORY_VERSION, {})
+        ensure_table(conn, "job_totals", JOB_TOTALS_SQL, 1, {})
         rng = random.Random(seed)
         t = 1_600_000_000.0
         batch = []

@@ -57,10 +57,16 @@ CREATE TABLE job_history (
     metadata BLOB,
     auxiliary_data BLOB NOT NULL DEFAULT '[]'
 );
--- covers the filters and the order of list_jobs, so paging never reads whole rows
-CREATE INDEX job_history_start_time ON job_history (start_time, job_id, end_time);
+-- covers the order and the filters of list_jobs, so paging never reads whole rows
+CREATE INDEX job_history_id_times ON job_history (job_id, start_time, end_time);
 CREATE INDEX job_history_in_progress ON job_history (status) WHERE status = 'in_progress';
 """
+JOB_HISTORY_VERSION = 2
+# v2: list_jobs orders by job_id (as Moonraker) instead of start_time
+JOB_HISTORY_UPGRADES = {
+    2: "DROP INDEX IF EXISTS job_history_start_time;"
+    "CREATE INDEX job_history_id_times ON job_history (job_id, start_time, end_time);",
+}
 JOB_TOTALS_SQL = """
 CREATE TABLE job_totals (
     provider TEXT NOT NULL,
@@ -168,14 +174,14 @@ def _read_totals(conn: sqlite3.Connection) -> dict[str, Any]:
 class HistoryStore:
     """Print jobs (``job_history``) and running totals (``job_totals``) in a :class:`Database`."""
 
-    SCHEMA_VERSION = 1
-
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def _open(self) -> None:
-        await self.db.register_table("job_history", JOB_HISTORY_SQL, self.SCHEMA_VERSION)
-        await self.db.register_table("job_totals", JOB_TOTALS_SQL, self.SCHEMA_VERSION)
+        await self.db.register_table(
+            "job_history", JOB_HISTORY_SQL, JOB_HISTORY_VERSION, JOB_HISTORY_UPGRADES
+        )
+        await self.db.register_table("job_totals", JOB_TOTALS_SQL)
 
     def open(self) -> Deferred:
         """Create or upgrade the tables (call after ``db.open()``)."""
@@ -259,9 +265,9 @@ class HistoryStore:
         """Fires with ``(count, jobs)``, like ``/server/history/list``.
 
         ``since``: jobs that started after it; ``before``: jobs that ended before it;
-        ``limit <= 0`` means no limit; ``order`` is ``asc`` or ``desc`` by start time, then
-        job id (the same as Moonraker's job id order for jobs recorded as they started).
-        ``count`` is the number of jobs returned, as in Moonraker.
+        ``limit <= 0`` returns every match (``start`` is then ignored, as in Moonraker);
+        ``order`` is ``asc`` or ``desc`` by job id.  ``count`` is the number of jobs
+        returned, as in Moonraker.
         """
         direction = str(order).upper()
         if direction not in ("ASC", "DESC"):
@@ -272,16 +278,15 @@ class HistoryStore:
             clauses.append("start_time > ?")
             params.append(since)
         if before is not None:
-            # a job ends after it starts: the start_time bound lets the index help
-            clauses.append("end_time < ? AND start_time < ?")
-            params.extend((before, before))
+            clauses.append("end_time < ?")
+            params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        ordering = f"ORDER BY start_time {direction}, job_id {direction}"
+        ordering = f"ORDER BY job_id {direction}"
         sql = (
             f"SELECT {_COLUMNS} FROM job_history WHERE job_id IN "
             f"(SELECT job_id FROM job_history {where} {ordering} LIMIT ? OFFSET ?) {ordering}"
         )
-        params.extend((limit if limit > 0 else -1, max(start, 0)))
+        params.extend((limit, max(start, 0)) if limit > 0 else (-1, 0))
 
         def read(conn: sqlite3.Connection) -> tuple[int, list[dict[str, Any]]]:
             jobs = [_job_from_row(row) for row in conn.execute(sql, params)]

@@ -8,6 +8,7 @@ import pytest
 import pytest_twisted
 
 from moontwist.api.errors import ServerError
+from moontwist.storage.database import Database
 from moontwist.storage.history import HistoryStore, insert_jobs
 
 
@@ -85,8 +86,59 @@ async def test_list_paging_order_since_before(history):
     assert [j["job_id"] for j in jobs] == ["000001", "000002"]
     _, jobs = await history.list_jobs(since=1020.0, before=1065.0, limit=0)
     assert [j["job_id"] for j in jobs] == ["000005", "000004", "000003"]
+    # limit 0: every match, start ignored (as Moonraker)
+    count, _ = await history.list_jobs(start=5, limit=0)
+    assert count == 10
     with pytest.raises(ServerError):
         await history.list_jobs(order="sideways")
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_orders_by_job_id_not_start_time(history):
+    # a clock set back (e.g. before NTP sync) must not reorder the list
+    await history.add_job(job(1, start_time=5000.0, end_time=5005.0))
+    await history.add_job(job(2, start_time=100.0, end_time=105.0))
+    _, jobs = await history.list_jobs(order="asc")
+    assert [j["job_id"] for j in jobs] == ["000001", "000002"]
+    _, jobs = await history.list_jobs()
+    assert [j["job_id"] for j in jobs] == ["000002", "000001"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_job_history_v1_is_upgraded(tmp_path):
+    v1 = (
+        "CREATE TABLE job_history (job_id INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT NOT NULL, "
+        "filename TEXT, status TEXT NOT NULL, start_time REAL NOT NULL, end_time REAL, "
+        "print_duration REAL NOT NULL DEFAULT 0, total_duration REAL NOT NULL DEFAULT 0, "
+        "filament_used REAL NOT NULL DEFAULT 0, metadata BLOB, "
+        "auxiliary_data BLOB NOT NULL DEFAULT '[]');"
+        "CREATE INDEX job_history_start_time ON job_history (start_time, job_id, end_time);"
+    )
+    db = Database(str(tmp_path))
+    await db.open()
+    await db.register_table("job_history", v1, 1)
+    await db.run_write(lambda conn: insert_jobs(conn, [job(1)]))
+    await db.close()
+    db = Database(str(tmp_path))
+    await db.open()
+    try:
+        store = HistoryStore(db)
+        await store.open()
+        indexes = await db.run_read(
+            lambda conn: [r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'job_history'"
+            )]
+        )
+        assert "job_history_id_times" in indexes and "job_history_start_time" not in indexes
+        version = await db.run_read(
+            lambda conn: conn.execute(
+                "SELECT version FROM schema_version WHERE name = 'job_history'"
+            ).fetchone()[0]
+        )
+        assert version == 2
+        assert (await store.get_job(1))["filename"] == "part1.gcode"
+    finally:
+        await db.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.task import deferLater
@@ -12,7 +13,12 @@ from twisted.logger import Logger
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint
-from moontwist.plugins.authorization.manager import RESERVED_USERS, SOURCES, AuthManager
+from moontwist.plugins.authorization.manager import (
+    ACCESS_TRANSPORTS,
+    RESERVED_USERS,
+    SOURCES,
+    AuthManager,
+)
 from moontwist.plugins.authorization.passwords import SCRYPT_SCHEME, hash_password, verify_password
 from moontwist.plugins.authorization.users import User
 
@@ -54,6 +60,9 @@ class AccessEndpoints:
     def endpoints(self) -> list[Endpoint]:
         user = Arg("username", required=True, description="The user's login name")
         password = Arg("password", required=True, description="The user's password")
+        return [replace(endpoint, transports=ACCESS_TRANSPORTS) for endpoint in self._endpoints(user, password)]
+
+    def _endpoints(self, user: Arg, password: Arg) -> list[Endpoint]:
         return [
             Endpoint("access.login", self.login, "/access/login", ("POST",), auth=False,
                      args=(user, password, Arg("source", default=self.auth.default_source, choices=SOURCES,
@@ -110,7 +119,9 @@ class AccessEndpoints:
     def _refuse_locked(self, ip: str) -> None:
         left = self.auth.throttle.locked_for(ip)
         if left:
-            raise ServerError(f"Too many failed login attempts from {ip}; try again in {int(left) + 1} s", 429)
+            raise ServerError(
+                f"Unauthorized, maximum login attempts reached from {ip}; try again in {int(left) + 1} s", 401
+            )
 
     async def _set_password(self, user: User, password: str) -> None:
         user.password_hash, user.salt, user.hash_scheme = await deferToThread(hash_password, password)
@@ -203,7 +214,7 @@ class AccessEndpoints:
             "default_source": self.auth.default_source,
             "available_sources": list(SOURCES),
             "login_required": self.auth.login_required,
-            "trusted": self.auth.trusted_user(request.ip) is not None,
+            "trusted": self.auth.is_trusted(request),
         }
 
     def get_api_key(self, request: APIRequest) -> str:

@@ -37,6 +37,9 @@ RESOLVE_INTERVAL = 300.0
 # Local tools: the unix socket is guarded by file permissions, MQTT by its broker.
 LOCAL_TRANSPORTS = frozenset({"unix", "mqtt"})
 SOURCES = ("moonraker",)
+# Transports of the access.* methods, as in Moonraker (not the unix socket or MQTT).
+ACCESS_TRANSPORTS = frozenset({"http", "websocket", "jsonrpc_http"})
+IDENTIFY = "server.connection.identify"
 
 
 def _unauthorized(reason: str = "Unauthorized") -> ServerError:
@@ -51,9 +54,16 @@ class AuthManager:
         self.trusted = TrustedClients(section.getlist("trusted_clients", []))
         self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted)
         self.force_logins: bool = section.getboolean("force_logins", False)
+        self.enable_api_key: bool = section.getboolean("enable_api_key", True)
         self.login_timeout: int = section.getint("login_timeout", 90, minval=1)
         max_attempts = section.getint("max_login_attempts", 10, minval=1)
-        self.default_source: str = section.get("default_source", "moonraker", choices=SOURCES)
+        self.default_source: str = section.get("default_source", "moonraker").lower()
+        if self.default_source not in SOURCES:  # e.g. Moonraker's "ldap": warn and fall back, as it does
+            server.config.extra_warnings.append(
+                f"[authorization]: option 'default_source': '{self.default_source}' is not available; "
+                "using 'moonraker'"
+            )
+            self.default_source = "moonraker"
         for entry in self.trusted.invalid:
             server.config.extra_warnings.append(
                 f"[authorization]: invalid entry '{entry}' in option 'trusted_clients' (ignored)"
@@ -136,7 +146,14 @@ class AuthManager:
             return None
         return {"username": TRUSTED_USER, "source": "moonraker", "created_on": self.started_on}
 
+    def is_trusted(self, request: APIRequest) -> bool:
+        """``access.info``'s ``trusted``: the request comes from a trusted client (whatever force_logins says)."""
+        user = request.user or {}
+        return user.get("username") == TRUSTED_USER or self.trusted.is_trusted(request.ip)
+
     def check_api_key(self, key: str) -> dict[str, Any]:
+        if not self.enable_api_key:
+            raise _unauthorized("API key authentication is disabled")
         expected = self.api_key
         if expected is None or not _same(key, expected):
             raise _unauthorized("Invalid API key")
@@ -193,6 +210,9 @@ class AuthManager:
             if scheme.lower() != "bearer" or not token.strip():
                 raise ServerError("Malformed Authorization header: expected 'Bearer <token>'", 401)
             return self.check_jwt(token.strip()).info()
+        access_token = headers.get("x-access-token")
+        if access_token is not None:
+            return self.check_jwt(access_token.strip()).info()
         if "access_token" in query:
             return self.check_jwt(query["access_token"]).info()
         if "token" in query:
@@ -203,7 +223,7 @@ class AuthManager:
         http = request.http_request
         headers = {
             name: (http.getHeader(name.encode()) or b"").decode("latin-1")
-            for name in ("x-api-key", "authorization")
+            for name in ("x-api-key", "authorization", "x-access-token")
             if http.getHeader(name.encode()) is not None
         }
         raw_query = http.uri.partition(b"?")[2].decode("utf-8", "surrogateescape")
@@ -240,6 +260,8 @@ class AuthManager:
         # jsonrpc_http: the dispatcher passes on the user of the carrying HTTP request
         if endpoint.auth and request.user is None:
             raise _unauthorized()
+        if endpoint.method == IDENTIFY and request.user is None and not _offers_credentials(request.args):
+            raise _unauthorized()  # as Moonraker: clients learn here that they must log in
 
     def forget_user(self, username: str) -> None:
         """Drop ``username`` from every websocket it authenticated (logout, deletion)."""
@@ -247,6 +269,10 @@ class AuthManager:
             user = getattr(conn, "user", None)
             if user is not None and user.get("username") == username:
                 conn.user = None
+
+
+def _offers_credentials(params: Any) -> bool:
+    return isinstance(params, dict) and any(params.get(name) for name in ("access_token", "api_key"))
 
 
 def _same(given: str, expected: str) -> bool:

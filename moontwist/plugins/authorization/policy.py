@@ -83,6 +83,20 @@ class TrustedClients:
         return any(addr.version == net.version and addr in net for net in self.networks)
 
 
+def _origin_pattern(domain: str) -> re.Pattern[str]:
+    """A regex for one ``cors_domains`` entry.
+
+    ``*`` alone allows every origin; otherwise ``*`` matches within one URL part, and an
+    entry without a scheme (``*.local``, ``printer.lan:*``) matches any scheme.
+    """
+    if domain == "*":
+        return re.compile(r".*")
+    regex = re.escape(domain).replace(r"\*", r"[^/?#@\s]*")
+    if "://" not in domain:
+        regex = r"(?:[a-z][a-z0-9+.-]*://)?" + regex
+    return re.compile(regex)
+
+
 class CorsPolicy:
     """Origins allowed by ``cors_domains`` (``*`` matches within one URL part)."""
 
@@ -96,8 +110,7 @@ class CorsPolicy:
             if domain.endswith("/") or re.search(r"^.+\.[^:]*\*", domain):
                 self.invalid.append(domain)
                 continue
-            regex = re.escape(domain.lower()).replace(r"\*", r"[^/?#@\s]*")
-            self.patterns.append(re.compile(regex))
+            self.patterns.append(_origin_pattern(domain.lower()))
 
     def allowed(self, origin: str | None, host: str | None = None) -> bool:
         """Whether a browser page at ``origin`` may call us; same-origin always may."""

@@ -17,6 +17,7 @@ from it without leaving the reactor thread.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -209,6 +210,21 @@ def _parse_key(key: Any) -> list[str]:
     if not all(path):
         raise ServerError(f"Argument 'key' has an empty part: {key!r}", 400)
     return path
+
+
+def _has_non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or infinite float anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
 
 
 def _key_text(key: Any) -> str:
@@ -432,6 +448,12 @@ class Database:
             data = jsonutil.dumpb(value)
         except (TypeError, ValueError) as exc:
             raise ServerError(f"Argument 'value' is not JSON serialisable: {exc}", 400) from None
+        # the encoder writes NaN and infinities as null: refuse them instead of changing them
+        if b"null" in data and _has_non_finite(value):
+            raise ServerError(
+                "Argument 'value' is not JSON serialisable: NaN and infinity have no JSON form",
+                400,
+            )
         self._check_size(data)
         return data
 

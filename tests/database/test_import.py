@@ -122,3 +122,29 @@ async def test_a_damaged_source_is_logged_and_the_server_runs(tmp_path):
     finally:
         await svc.service.stopService()
     assert "could not be imported" in log_text(str(datapath))
+
+
+@pytest_twisted.ensureDeferred
+async def test_imported_metadata_cache_is_served_by_the_file_manager(datapath, expected):
+    """With every plugin: an unchanged file keeps its imported metadata (no rescan)."""
+    name = "prusaslicer_cube.gcode"
+    imported = expected["namespaces"]["gcode_metadata"][name]
+    gcode = os.path.join(datapath, "gcodes", name)
+    os.makedirs(os.path.dirname(gcode))
+    shutil.copyfile(os.path.join(DATA, "..", "gcode_samples", name), gcode)
+    assert os.path.getsize(gcode) == imported["size"]
+    os.utime(gcode, (imported["modified"], imported["modified"]))
+    svc = await start_service(datapath, CONFIG)
+    try:
+        code, body = await svc.get(f"/server/files/metadata?filename={name}")
+        assert code == 200
+        meta = body["result"]
+        # job_id and print_start_time only exist in the imported record, never in a rescan
+        assert (meta["job_id"], meta["print_start_time"]) == (
+            imported["job_id"], imported["print_start_time"],
+        )
+        assert meta["uuid"] == imported["uuid"] and meta["slicer"] == imported["slicer"]
+        code, body = await svc.get("/server/database/item?namespace=gcode_metadata")
+        assert code == 200 and body["result"]["value"][name]["job_id"] == imported["job_id"]
+    finally:
+        await svc.service.stopService()

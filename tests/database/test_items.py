@@ -327,3 +327,19 @@ async def test_plugin_namespace_helper(svc, ws):
     assert err.code == 403
     assert await store.delete("settings") == {"speed": 100}
     assert "helper" in (await ws.call("server.database.list"))["namespaces"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_values_json_cannot_hold_are_400(svc, ws):
+    for literal in ("nan", "inf", "-inf"):
+        code, body = await http(
+            svc, "POST", f"/server/database/item?namespace=x&key=a&value:float={literal}"
+        )
+        assert code == 400 and "'value'" in body["error"]["message"], (literal, body)
+    code, body = await http(
+        svc, "POST", "/server/database/item",
+        data=b'{"namespace": "x", "key": "a", "value": NaN}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert code == 400
+    assert "x" not in (await ws.call("server.database.list"))["namespaces"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import gatherResults
 
 from moontwist.api.errors import ServerError
 from moontwist.storage.database import Database
@@ -303,3 +305,15 @@ async def test_calls_on_a_closed_database_fail_their_deferred(tmp_path):
     ):
         with pytest.raises(RuntimeError, match="not open"):
             await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_write_runs_on_the_one_writer_thread(db):
+    def where(conn):
+        return threading.get_ident(), threading.current_thread().name
+
+    first = await gatherResults([db.run_write(where) for _ in range(50)])
+    await gatherResults([db.insert_item("ns", f"k{i}", i) for i in range(20)])
+    later = await db.run_write(where)
+    assert set(first) == {later} and later[0] != threading.get_ident()
+    assert later[1] == "moontwist-db-writer"

@@ -45,6 +45,8 @@ async def test_pause_resume_is_one_job_and_cancel_macro_records_cancelled(printe
     ws = await printer.ws()
     await ws.call("printer.print.start", {"filename": "sub/long.gcode"})
     added = await _changed(ws, "added")
+    code, body = await printer.post("/server/history/reset_totals")
+    assert code == 400 and "in progress" in body["error"]["message"]
     await ws.call("printer.print.pause")
     await wait_for(lambda: printer.server.klippy.status["print_stats"]["state"] == "paused")
     await ws.call("printer.print.resume")

@@ -1,17 +1,19 @@
 """Embedded thumbnails: find ``; thumbnail[_FMT] begin W[x ]H LEN`` blocks,
 decode their base64 body and write ``.thumbs/<stem>-WxH.<ext>`` beside the
-G-code file.  A block that is malformed is skipped, never fatal."""
+G-code file (QOI is converted to PNG with Pillow).  A block that is
+malformed is skipped, never fatal."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import logging
 import os
 import re
 from typing import Any
 
-from .png import ImageError, decode_png, decode_qoi, encode_png, fit_within, png_size
+from PIL import Image
 
 __all__ = ["THUMB_DIR", "extract_thumbnails", "thumbnail_from_image_file"]
 
@@ -29,6 +31,23 @@ _BLOCK = re.compile(
 )
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 _SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8"}
+_MAX_PIXELS = 4096 * 4096
+# What Pillow raises for data it can't decode (UnidentifiedImageError is an OSError).
+_BAD_IMAGE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _open(blob: bytes) -> Image.Image:
+    """The image in ``blob`` (lazily decoded); refuses absurd sizes before decoding."""
+    img = Image.open(io.BytesIO(blob))
+    if img.width * img.height > _MAX_PIXELS:
+        raise ValueError(f"image too large: {img.width}x{img.height}")
+    return img
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
 
 
 class _Writer:
@@ -67,8 +86,11 @@ def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
         return None
     if fmt == "qoi":
         try:
-            return "png", encode_png(decode_qoi(blob))
-        except ImageError as exc:
+            with _open(blob) as img:
+                if img.format != "QOI":
+                    raise ValueError("not a QOI image")
+                return "png", _png_bytes(img)
+        except _BAD_IMAGE as exc:
             log.info("unreadable QOI thumbnail skipped: %s", exc)
             return None
     sig = _SIGNATURES.get(fmt)
@@ -79,24 +101,30 @@ def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
 
 
 def _miniature(writer: _Writer, source: bytes) -> dict[str, Any] | None:
-    """A 32x32-bounded PNG made from ``source`` (PNG bytes)."""
+    """A 32x32-bounded PNG made from ``source`` (PNG or JPEG bytes), aspect kept.
+
+    One bicubic pass over the full image (no ``reducing_gap`` pre-shrink):
+    that reproduces Moonraker's recorded miniatures byte for byte.
+    """
     try:
-        small = fit_within(decode_png(source), MINI)
-    except ImageError as exc:
+        with _open(source) as img:
+            img.thumbnail((MINI, MINI), Image.Resampling.BICUBIC, reducing_gap=None)
+            size, data = img.size, _png_bytes(img)
+    except _BAD_IMAGE as exc:
         log.info("cannot shrink thumbnail: %s", exc)
         return None
-    info = writer.write(writer.name(MINI, MINI, "png"), encode_png(small))
+    info = writer.write(writer.name(MINI, MINI, "png"), data)
     if info is None:
         return None
-    return {"width": small.width, "height": small.height, **info}
+    return {"width": size[0], "height": size[1], **info}
 
 
 def extract_thumbnails(gcode_path: str, text: str) -> list[dict[str, Any]] | None:
     """Write every valid embedded thumbnail of ``text``; list their info.
 
-    When none is 32x32, a 32x32-bounded PNG is made from the largest PNG
-    thumbnail and listed first (Moonraker does the same).  None if there
-    are no usable thumbnails.
+    When none is 32x32, a 32x32-bounded PNG is made from the largest
+    thumbnail (in bytes, first on ties) and listed first, as Moonraker
+    does.  None if there are no usable thumbnails.
     """
     if "thumbnail" not in text:
         return None
@@ -115,8 +143,8 @@ def extract_thumbnails(gcode_path: str, text: str) -> list[dict[str, Any]] | Non
             continue
         found.append({"width": width, "height": height, **info})
         has_mini = has_mini or (width, height) == (MINI, MINI)
-        if ext == "png" and (largest is None or len(blob) > largest[0]):
-            largest = (len(blob), blob)
+        if largest is None or info["size"] > largest[0]:
+            largest = (info["size"], blob)
     if not found:
         return None
     if not has_mini and largest is not None:
@@ -136,9 +164,13 @@ def thumbnail_from_image_file(gcode_path: str) -> list[dict[str, Any]] | None:
             blob = f.read()
     except OSError:
         return None
-    dims = png_size(blob)
-    if dims is None:
+    try:
+        with _open(blob) as img:
+            if img.format != "PNG":
+                return None
+            width, height = img.size
+    except _BAD_IMAGE:
         return None
-    full = {"width": dims[0], "height": dims[1], "size": len(blob), "relative_path": f"{THUMB_DIR}/{name}"}
+    full = {"width": width, "height": height, "size": len(blob), "relative_path": f"{THUMB_DIR}/{name}"}
     mini = _miniature(writer, blob)
     return [mini, full] if mini is not None else None

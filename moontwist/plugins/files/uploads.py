@@ -191,12 +191,12 @@ async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[st
     sink.committed()
     if created_dir is not None:
         manager.announce("create_dir", root, created_dir)
-    result = manager.announce("modify_file" if existed else "create_file", root, full)
-    result = {"item": result["item"], "action": result["action"]}
-    if root.name == "gcodes":
-        rel_key = manager.gcodes_rel(root, full)
-        if rel_key is not None:
-            await manager.processor.scan(rel_key, full)
+    # Clients hear modify_file for an overwrite; the reply's action is always create_file (as documented).
+    item = manager.announce("modify_file" if existed else "create_file", root, full)["item"]
+    result: dict[str, Any] = {"item": item, "action": "create_file"}
+    rel_key = manager.gcodes_rel(root, full)
+    if rel_key is not None:  # a G-code file in the gcodes root: metadata first, then maybe print
+        await manager.processor.scan(rel_key, full)
         result["print_started"] = await _start_print(manager, sink, rel)
         result["print_queued"] = False
     return result, f"/server/files/{root.name}/{quote(rel)}"

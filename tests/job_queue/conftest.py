@@ -7,7 +7,7 @@ from history.printing import start_printer, write_gcodes
 
 CONFIG = (
     "[server]\n[simulator]\nspeed: 50\n"
-    "[job_queue]\nautomatic_transition: True\njob_transition_delay: 0.05\n"
+    "[job_queue]\nautomatic_transition: True\njob_transition_delay: 0.3\n"
     "job_transition_gcode:\n  M118 transition\n"
 )
 

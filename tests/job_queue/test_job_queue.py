@@ -6,6 +6,8 @@ import pytest
 import pytest_twisted
 from history.printing import start_printer, write_gcodes
 
+from moontwist.config import Config, ConfigError
+from moontwist.plugins.job_queue import JobQueuePlugin
 from mtclient import RPCError, wait_for
 
 
@@ -82,8 +84,11 @@ async def test_jobs_print_one_after_another(printer):
             break
     jobs = (await ws.call("server.history.list", {"order": "asc"}))["jobs"]
     assert [(j["filename"], j["status"]) for j in jobs] == [("a.gcode", "completed"), ("b.gcode", "completed")]
+    # job_transition_delay (0.3 s) separates the prints
+    assert jobs[1]["start_time"] - jobs[0]["end_time"] >= 0.3
+    # the transition G-code runs between jobs, not when start loads the first one
     store = (await printer.get("/server/gcode_store?count=200"))[1]["result"]["gcode_store"]
-    assert any(e["message"] == "M118 transition" for e in store)
+    assert sum(e["message"] == "M118 transition" for e in store) == 1
     ws.sendClose()
 
 
@@ -166,3 +171,9 @@ async def test_without_automatic_transition_one_job_loads_per_start(tmp_path):
         }
     finally:
         await svc.service.stopService()
+
+
+def test_transition_delay_must_be_above_zero():
+    config = Config.from_string("[job_queue]\njob_transition_delay: 0\n")
+    with pytest.raises(ConfigError, match="job_transition_delay"):
+        JobQueuePlugin().configure(server=None, config=config)

@@ -129,6 +129,12 @@ async def test_job_records_who_started_it(tmp_path):
         assert await ws.call("printer.print.start", {"filename": "mine.gcode"}) == "ok"
         added = await _changed(ws, "added")
         assert added["user"] == "_TRUSTED_USER_"
+        await ws.call("printer.gcode.script", {"script": "BASE_CANCEL_PRINT"})
+        await _changed(ws, "finished")
+        # a job loaded by the job queue belongs to whoever queued it
+        await ws.call("server.job_queue.post_job", {"filenames": ["mine.gcode"]})
+        await ws.call("server.job_queue.start")
+        assert (await _changed(ws, "added"))["user"] == "_TRUSTED_USER_"
         ws.sendClose()
     finally:
         await svc.service.stopService()

@@ -148,6 +148,7 @@ class JobQueuePlugin:
 
     @hookimpl
     def startup(self, server: Server) -> None:
+        server.provide("queue_jobs", self.queue_jobs)
         klippy = server.klippy
         if klippy is None:
             return
@@ -224,9 +225,7 @@ class JobQueuePlugin:
                 if self.state != "loading":
                     raise ServerError("Queue state changed during the transition G-code")
             self._set_state("starting")
-            self.server.emit("print_requested", filename=job.filename, user=job.user)
-            quoted = job.filename.replace('"', '\\"')
-            await klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
+            await self.server.lookup("start_print")(job.filename, job.user)
         except Exception as exc:
             log.error("Job queue could not start {filename}: {e}", filename=job.filename, e=exc)
             self._set_state("paused")
@@ -315,9 +314,13 @@ class JobQueuePlugin:
             if not file_exists(root.path if root is not None else None, name):
                 raise ServerError(f"G-Code File {name} does not exist", 400)
         user = (request.user or {}).get("username")
+        return self.queue_jobs(filenames, user, reset=request.args["reset"]).addCallback(self._result)
+
+    def queue_jobs(self, filenames: list[str], user: str | None = None, reset: bool = False) -> Deferred:
+        """Add files (already checked to exist) to the end of the queue."""
 
         async def add() -> None:
-            if request.args["reset"]:
+            if reset:
                 self.jobs.clear()
             for name in filenames:
                 job = QueuedJob(name, user)
@@ -326,7 +329,7 @@ class JobQueuePlugin:
             if self.automatic and not self.pause_requested and self._printing():
                 self._set_state("ready")
 
-        return self._locked(add).addCallback(self._result)
+        return self._locked(add)
 
     def delete_job(self, request: APIRequest) -> Deferred:
         job_ids = request.args["job_ids"]

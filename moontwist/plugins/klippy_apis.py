@@ -122,6 +122,7 @@ class KlippyAPIsPlugin:
             yield self.simulator.start()
         self.klippy = KlippyConnection(server, path)
         server.klippy = self.klippy
+        server.provide("start_print", self.start_print)
         self.klippy.start()
 
     @hookimpl
@@ -196,15 +197,19 @@ class KlippyAPIsPlugin:
         return self.klippy.request("gcode/help", {})
 
     async def print_start(self, request: APIRequest) -> str:
-        filename = request.args["filename"].lstrip("/")
+        await self.start_print(request.args["filename"], (request.user or {}).get("username"))
+        return "ok"
+
+    async def start_print(self, filename: str, user: str | None = None) -> None:
+        """Print a file of the gcodes root (``SDCARD_PRINT_FILE``); ``user`` goes to the history."""
+        filename = filename.lstrip("/")
         if filename.startswith("gcodes/"):
             filename = filename[len("gcodes/"):]
         if any(c in filename for c in "\n\r"):
             raise ServerError(f"Invalid argument 'filename': {filename!r} contains a line break", 400)
         quoted = filename.replace('"', '\\"')  # as Moonraker sends it
-        self.server.emit("print_requested", filename=filename, user=(request.user or {}).get("username"))
+        self.server.emit("print_requested", filename=filename, user=user)
         await self.klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
-        return "ok"
 
     async def _pause_resume(self, action: str) -> str:
         # Klippy replies when the macro has run (RESUME may reheat): no time limit.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from history.printing import start_printer, write_gcodes
+import treq
+from history.printing import gcode, start_printer, write_gcodes
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.job_queue import JobQueuePlugin
@@ -177,3 +178,34 @@ def test_transition_delay_must_be_above_zero():
     config = Config.from_string("[job_queue]\njob_transition_delay: 0\n")
     with pytest.raises(ConfigError, match="job_transition_delay"):
         JobQueuePlugin().configure(server=None, config=config)
+
+
+@pytest_twisted.ensureDeferred
+async def test_uploads_with_print_are_queued_while_printing(tmp_path):
+    """[file_manager] queue_gcode_uploads: an upload that can't start now joins the queue."""
+    datapath = str(tmp_path / "data")
+    write_gcodes(datapath, {"long.gcode": 400})
+    svc = await start_printer(datapath, "[server]\n[simulator]\nspeed: 50\n[file_manager]\nqueue_gcode_uploads: True\n")
+    try:
+        ws = await svc.ws()
+        await wait_for(lambda: svc.server.lookup("file_manager").store.get("long.gcode"))
+
+        async def upload(name: str) -> dict:
+            resp = await treq.post(
+                svc.base + "/server/files/upload",
+                data={"print": "true"},
+                files={"file": (name, "application/octet-stream", gcode(60).encode())},
+            )
+            assert resp.code == 201, await resp.text()
+            return await resp.json()
+
+        first = await upload("first.gcode")
+        assert first["print_started"] is True and first["print_queued"] is False
+        await wait_for(lambda: svc.server.klippy.status.get("print_stats", {}).get("state") == "printing")
+        second = await upload("second.gcode")
+        assert second["print_started"] is False and second["print_queued"] is True
+        status = await ws.call("server.job_queue.status")
+        assert _names(status) == ["second.gcode"]
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()

@@ -35,6 +35,7 @@ class FileManager:
         self.store = store
         self.processor = MetadataProcessor(server.reactor, store, self._metadata_ready, parsers)
         self.suppress: Callable[[str], None] = lambda path: None  # set by the watcher
+        self.queue_uploads = False  # [file_manager] queue_gcode_uploads
 
     # helpers ----------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class FileManagerPlugin:
         config_writable = section.getboolean("enable_config_write_access", True)
         self.observer = section.get("file_system_observer", "inotify", choices=("inotify", "none"))
         klipper_path = os.path.expanduser(section.get("klipper_path", "~/klipper"))
-        section.getboolean("queue_gcode_uploads", False)
+        queue_uploads = section.getboolean("queue_gcode_uploads", False)
         section.getboolean("enable_object_processing", False)
         section.getboolean("enable_inotify_warnings", True)
         section.getboolean("check_klipper_config_path", True)
@@ -62,6 +62,7 @@ class FileManagerPlugin:
                 roots.add(name, os.path.join(klipper_path, sub), False)
         self.roots = roots
         self.manager = FileManager(server, roots, MetadataStore(server.lookup("database")))
+        self.manager.queue_uploads = queue_uploads
         server.provide("registered_directories", roots.names)
         server.provide("file_manager", self.manager)
 
@@ -293,7 +294,7 @@ class FileManagerPlugin:
             raise ServerError("Uploads must be multipart/form-data", 400)
         if http.body_error is not None:
             raise http.body_error
-        result, location = await finish_upload(self.manager, sink)
+        result, location = await finish_upload(self.manager, sink, (request.user or {}).get("username"))
         http.setResponseCode(201)
         http.setHeader(b"location", location.encode())
         return result

@@ -162,7 +162,7 @@ def _target(manager: FileManager, sink: UploadSink) -> tuple[Root, str, str]:
     return root, full, rel
 
 
-async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[str, Any], str]:
+async def finish_upload(manager: FileManager, sink: UploadSink, user: str | None = None) -> tuple[dict[str, Any], str]:
     """Verify and move the uploaded file into place; announce it; start the print if asked.
 
     Returns the result and the new file's URL path (for the Location header).
@@ -197,8 +197,11 @@ async def finish_upload(manager: FileManager, sink: UploadSink) -> tuple[dict[st
     rel_key = manager.gcodes_rel(root, full)
     if rel_key is not None:  # a G-code file in the gcodes root: metadata first, then maybe print
         await manager.processor.scan(rel_key, full)
-        result["print_started"] = await _start_print(manager, sink, rel)
-        result["print_queued"] = False
+        wanted = sink.fields.get("print", "false").strip().lower() == "true"
+        started = wanted and await _start_print(manager, rel_key, user)
+        queued = wanted and not started and manager.queue_uploads and await _queue(manager, rel_key, user)
+        result["print_started"] = started
+        result["print_queued"] = queued
     return result, f"/server/files/{root.name}/{quote(rel)}"
 
 
@@ -227,15 +230,23 @@ def _place(temp: str, folder: str, full: str) -> None:
         os.unlink(temp)
 
 
-async def _start_print(manager: FileManager, sink: UploadSink, rel: str) -> bool:
-    if sink.fields.get("print", "false").strip().lower() != "true":
-        return False
+async def _start_print(manager: FileManager, rel: str, user: str | None) -> bool:
+    """Start printing the upload when the printer is free (as Moonraker, a failure just means no)."""
     klippy = manager.server.klippy
-    if klippy is None or not getattr(klippy, "connected", False) or manager.loaded_file() is not None:
+    start = manager.server.lookup("start_print")
+    if start is None or klippy is None or not klippy.connected or manager.loaded_file() is not None:
         return False
     try:
-        await klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{rel}"')
+        await start(rel, user)
     except Exception as exc:
         log.warn("Print of uploaded {rel} did not start: {error}", rel=rel, error=exc)
         return False
+    return True
+
+
+async def _queue(manager: FileManager, rel: str, user: str | None) -> bool:
+    queue_jobs = manager.server.lookup("queue_jobs")
+    if queue_jobs is None:
+        return False
+    await queue_jobs([rel], user)
     return True

@@ -109,6 +109,7 @@ class JSONRPCDispatcher:
             params = {}
         endpoint = self.registry.by_method(method)
         if endpoint is None or transport not in endpoint.transports:
+            log.info("JSON-RPC over {transport}: unknown method {method}", transport=transport, method=method)
             if not has_id:
                 return None
             return _error(METHOD_NOT_FOUND, f"Method not found: {method}", req_id)
@@ -139,10 +140,10 @@ class JSONRPCDispatcher:
 
     def _failure(self, failure: Failure, method: str, req_id: Any) -> dict[str, Any]:
         exc = failure.value
-        if isinstance(exc, ArgumentError):
-            return _error(INVALID_PARAMS, exc.message, req_id)
         if isinstance(exc, ServerError):
-            return _error(exc.status, exc.message, req_id)
+            code = INVALID_PARAMS if isinstance(exc, ArgumentError) else exc.status
+            log.info("JSON-RPC {method} failed: {code} {message}", method=method, code=code, message=exc.message)
+            return _error(code, exc.message, req_id)
         log.failure("Unhandled error in JSON-RPC method {method}", failure, method=method)
         return _error(INTERNAL_ERROR, f"Internal error in {method}: {exc!r}", req_id)
 

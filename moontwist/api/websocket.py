@@ -47,6 +47,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             transport.unregisterProducer()
             transport.registerProducer(self.queue, True)
         self.server.connections.add(self)
+        log.info("Websocket {id} opened from {ip}", id=self.connection_id, ip=self.ip)
 
     def _write(self, data: bytes) -> None:
         # One unfragmented, unmasked text frame: what sendMessage would build, minus its overhead.
@@ -124,8 +125,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         if hasattr(self, "connection_id"):
-            if code not in (None, 1000, 1001, 1005, 1006):
-                log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason)
+            log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason or "")
             self.server.connections.remove(self)
 
 

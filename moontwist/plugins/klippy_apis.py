@@ -118,7 +118,10 @@ class KlippyAPIsPlugin:
         if simulate:
             from moontwist.sim import KlippySimulator
 
-            self.simulator = KlippySimulator(path, server.path("gcodes"), speed=self.sim_speed, reactor=server.reactor)
+            self.simulator = KlippySimulator(
+                path, server.path("gcodes"), speed=self.sim_speed, reactor=server.reactor,
+                log_path=server.path("logs", "klippy.log"),
+            )
             yield self.simulator.start()
         self.klippy = KlippyConnection(server, path)
         server.klippy = self.klippy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -34,7 +35,7 @@ class KlippySimulator:
     def __init__(self, socket_path: str, gcodes_path: str, *, speed: float = 1.0,
                  reactor=None, startup_delay: float = 0.3,
                  restart_delay: float | None = None, start_state: str = "ready",
-                 start_message: str | None = None) -> None:
+                 start_message: str | None = None, log_path: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if start_state not in STATES:
@@ -48,6 +49,7 @@ class KlippySimulator:
                               if restart_delay is None else restart_delay)
         self.start_state = start_state
         self.start_message = start_message
+        self.log_path = log_path
         self.connections: list[KlippyConnection] = []
         self.silenced_methods: set[str] = set()
         self.restart_count = 0
@@ -94,7 +96,19 @@ class KlippySimulator:
     def _new_printer(self) -> Printer:
         printer = Printer(self.clock, self.gcodes_path, self)
         printer.gcode.outputs.append(self._broadcast_output)
+        self._log(f"Start printer at {time.asctime()} (simulated by moontwist, gcodes in {self.gcodes_path})")
+        printer.gcode.outputs.append(self._log)
         return printer
+
+    def _log(self, text: str) -> None:
+        """Append to the simulated klippy.log (what a client downloads as klippy.log)."""
+        if self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(text.rstrip("\n") + "\n")
+        except OSError:
+            self.log_path = None
 
     def _listen(self) -> Deferred:
         with contextlib.suppress(FileNotFoundError):

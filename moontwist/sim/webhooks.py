@@ -144,7 +144,7 @@ class Webhooks:
             "process_id": os.getpid(),
             "user_id": os.getuid(),
             "group_id": os.getgid(),
-            "log_file": "/home/pi/printer_data/logs/klippy.log",
+            "log_file": self.sim.log_path or "/home/pi/printer_data/logs/klippy.log",
             "config_file": "/home/pi/printer_data/config/printer.cfg",
             "software_version": SOFTWARE_VERSION,
             "cpu_info": "2 core AMD EPYC",

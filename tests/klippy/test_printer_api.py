@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+import treq
 
 from mtclient import RPCError, sleep, wait_for
 
@@ -190,3 +191,13 @@ async def test_endstops_and_emergency_stop_then_firmware_restart(printer):
     await ws.next_notification("notify_klippy_ready", timeout=10)
     assert (await printer.get("/server/info"))[1]["result"]["klippy_state"] == "ready"
     ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_simulated_klippy_log_is_downloadable(printer):
+    await printer.post("/printer/gcode/script?script=M118%20written%20to%20the%20log")
+    info = (await printer.get("/printer/info"))[1]["result"]
+    assert info["log_file"].endswith("logs/klippy.log")
+    resp = await treq.get(printer.base + "/server/files/klippy.log")
+    text = (await resp.content()).decode()
+    assert resp.code == 200 and "Start printer at" in text and "// written to the log" in text

@@ -13,7 +13,7 @@ from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
 from moontwist.config import Config
 from moontwist.hookspecs import hookimpl
-from moontwist.plugins.files import listing
+from moontwist.plugins.files import archive, listing
 from moontwist.plugins.files.downloads import DownloadResource
 from moontwist.plugins.files.metadata import DEFAULT_PARSERS
 from moontwist.plugins.files.metadata_cache import MetadataStore
@@ -171,6 +171,11 @@ class FileManagerPlugin:
                      description="Move or rename a file or directory"),
             Endpoint("server.files.copy", self.copy, "/server/files/copy", ("POST",), args=move_args,
                      description="Copy a file or directory"),
+            Endpoint("server.files.zip", self.zip, "/server/files/zip", ("POST",),
+                     args=(Arg("items", "list", required=True, description="Files and folders, each starting with its root"),
+                           Arg("dest", description="Archive path in a writable root (default config/collection-<time>.zip)"),
+                           Arg("store_only", "bool", default=False, description="Store without compression")),
+                     description="Pack files and folders into a zip archive"),
             Endpoint("server.files.delete_file", self.delete_file, "/server/files/*", ("DELETE",),
                      args=(Arg("path", description="File path starting with its root (JSON-RPC)"),),
                      description="Delete a file"),
@@ -263,6 +268,10 @@ class FileManagerPlugin:
 
     def copy(self, request: APIRequest) -> Any:
         return self.manager.copy(request.args["source"], request.args["dest"])
+
+    async def zip(self, request: APIRequest) -> dict[str, Any]:
+        args = request.args
+        return await archive.zip_files(self.manager, args["items"], args["dest"], args["store_only"])
 
     def delete_file(self, request: APIRequest) -> Any:
         path = request.args.get("path_tail") or request.args.get("path")

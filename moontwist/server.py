@@ -10,7 +10,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
-from moontwist import API_VERSION, __version__, jsonutil
+from moontwist import API_VERSION, MOONRAKER_API_RELEASE, __version__, jsonutil
 from moontwist.api.connection import Connection, ConnectionTable
 from moontwist.api.http import HTTPAPI
 from moontwist.api.jsonrpc import JSONRPCDispatcher
@@ -33,6 +33,25 @@ DEFAULT_CONFIG = """\
 [server]
 host: 0.0.0.0
 port: 7125
+
+# Moonraker's usual defaults: no login on the local network, and Mainsail or
+# Fluidd served from another port or host may call the API.
+[authorization]
+trusted_clients:
+    10.0.0.0/8
+    127.0.0.0/8
+    169.254.0.0/16
+    172.16.0.0/12
+    192.168.0.0/16
+    fe80::/10
+    ::1/128
+cors_domains:
+    *.lan
+    *.local
+    *://localhost
+    *://localhost:*
+    *://my.mainsail.xyz
+    *://app.fluidd.xyz
 """
 
 
@@ -237,7 +256,9 @@ class Server:
             "registered_directories": dirs() if callable(dirs) else [],
             "warnings": list(self.warnings),
             "websocket_count": self.connections.count("websocket"),
-            "moonraker_version": f"v{__version__}-moontwist",
+            # Compared by frontends with their minimum Moonraker version; still names moontwist.
+            "moonraker_version": f"{MOONRAKER_API_RELEASE}-moontwist-{__version__}",
+            "moontwist_version": __version__,
             "api_version": list(API_VERSION),
             "api_version_string": ".".join(map(str, API_VERSION)),
         }

@@ -1,9 +1,10 @@
 """``[authorization]``: users, JWTs, the API key, trusted clients and CORS.
 
-Loaded only when the section exists (as Moonraker does); without it every
-request is allowed.  The plugin installs the server's ``authorize``,
-``origin_allowed`` and ``http_prepare`` hooks and the ``identify_credentials``
-service used by ``server.connection.identify``.
+Always loaded, as Moonraker's core component.  Without the section every client
+is trusted (moontwist's open default) and CORS allows same-origin pages only.
+The plugin installs the server's ``authorize``, ``origin_allowed`` and
+``http_prepare`` hooks and the ``identify_credentials`` service used by
+``server.connection.identify``.
 """
 
 from __future__ import annotations
@@ -24,15 +25,13 @@ __all__ = ["AuthorizationPlugin"]
 class AuthorizationPlugin:
     """Moonraker's ``authorization`` component."""
 
-    optional = True
-    section = "authorization"
-
     def __init__(self) -> None:
         self.auth: AuthManager | None = None
 
     @hookimpl
     def configure(self, server: Any, config: Any) -> None:
-        auth = AuthManager(server, config.section("authorization"))
+        open_access = not config.has_section("authorization")
+        auth = AuthManager(server, config.section("authorization"), open_access)
         self.auth = auth
         # Installed now, so nothing is reachable unauthenticated while the users load.
         server.authorize = auth.authorize

@@ -47,10 +47,14 @@ def _unauthorized(reason: str = "Unauthorized") -> ServerError:
 
 
 class AuthManager:
-    """Everything the authorization plugin knows; ``start`` loads it from the database."""
+    """Everything the authorization plugin knows; ``start`` loads it from the database.
 
-    def __init__(self, server: Any, section: ConfigSection) -> None:
+    With ``open_access`` (no ``[authorization]`` section) every address is trusted.
+    """
+
+    def __init__(self, server: Any, section: ConfigSection, open_access: bool = False) -> None:
         self.server = server
+        self.open_access = open_access
         self.trusted = TrustedClients(section.getlist("trusted_clients", []))
         self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted)
         self.force_logins: bool = section.getboolean("force_logins", False)
@@ -142,14 +146,14 @@ class AuthManager:
 
     def trusted_user(self, ip: str | None) -> dict[str, Any] | None:
         """The trusted pseudo-user for ``ip``, unless forced logins override trust."""
-        if self.login_required or not self.trusted.is_trusted(ip):
+        if self.login_required or not (self.open_access or self.trusted.is_trusted(ip)):
             return None
         return {"username": TRUSTED_USER, "source": "moonraker", "created_on": self.started_on}
 
     def is_trusted(self, request: APIRequest) -> bool:
         """``access.info``'s ``trusted``: the request comes from a trusted client (whatever force_logins says)."""
         user = request.user or {}
-        return user.get("username") == TRUSTED_USER or self.trusted.is_trusted(request.ip)
+        return self.open_access or user.get("username") == TRUSTED_USER or self.trusted.is_trusted(request.ip)
 
     def check_api_key(self, key: str) -> dict[str, Any]:
         if not self.enable_api_key:

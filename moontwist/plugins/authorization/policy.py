@@ -113,7 +113,10 @@ class CorsPolicy:
             self.patterns.append(_origin_pattern(domain.lower()))
 
     def allowed(self, origin: str | None, host: str | None = None) -> bool:
-        """Whether a browser page at ``origin`` may call us; same-origin always may."""
+        """Whether a browser page at ``origin`` may call us; same-origin always may.
+
+        Without ``cors_domains`` only same-origin pages may, trusted or not (as Moonraker).
+        """
         if not origin:
             return True
         origin = origin.strip().lower()
@@ -123,6 +126,8 @@ class CorsPolicy:
             return False
         if host and parts.netloc == host.strip().lower():
             return True
+        if not self.patterns:
+            return False
         if any(p.fullmatch(origin) for p in self.patterns):
             return True
         return parts.hostname is not None and self.trusted.is_trusted(parts.hostname)

@@ -39,6 +39,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "file_manager": "moontwist.plugins.files:FileManagerPlugin",
     "history": "moontwist.plugins.history:HistoryPlugin",
     "job_queue": "moontwist.plugins.job_queue:JobQueuePlugin",
+    "webcam": "moontwist.plugins.webcams:WebcamPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
 }
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import pytest_twisted
 
 from mtclient import start_service
+
+# Test servers (in-process and child daemons) send nothing beyond this machine.
+os.environ.setdefault("MOONTWIST_OFFLINE", "1")
 
 
 @pytest_twisted.async_yield_fixture

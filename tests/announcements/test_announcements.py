@@ -7,6 +7,7 @@ import time
 import pytest_twisted
 from announcements.feedserver import rss, start
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -238,4 +239,33 @@ async def test_dev_mode_reads_local_files(tmp_path):
         assert (await ws.call("server.announcements.update"))["modified"] is False  # file unchanged
         ws.sendClose()
     finally:
+        await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_offline_mode_contacts_nothing_beyond_loopback(tmp_path, monkeypatch):
+    """MOONTWIST_OFFLINE (set for tests and benchmarks) keeps feeds off the network."""
+    warnings = []
+
+    def observer(event):
+        if event.get("log_namespace") == plugin.__name__ and event["log_level"].name == "warn":
+            warnings.append(event)
+
+    fetched = []
+
+    def fake_get(url, *args, **kwargs):
+        fetched.append(url)
+        return fail(ConnectionRefusedError(url))
+
+    monkeypatch.setenv(plugin.OFFLINE_ENV, "1")
+    monkeypatch.setattr(plugin.treq, "get", fake_get)
+    globalLogPublisher.addObserver(observer)
+    svc = await start(tmp_path, "[announcements]\nmoonlight_url: https://feeds.example.invalid/assets\n")
+    try:
+        ws = await svc.ws()
+        assert await ws.call("server.announcements.update") == {"entries": [], "modified": False}
+        assert fetched == [] and warnings == []
+        ws.sendClose()
+    finally:
+        globalLogPublisher.removeObserver(observer)
         await svc.service.stopService()

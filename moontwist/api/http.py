@@ -1,4 +1,4 @@
-"""The HTTP transport: a Klein app generated from the registry."""
+"""The HTTP transport generated from the registry: a root resource for registry routes, Klein for the rest."""
 
 from __future__ import annotations
 

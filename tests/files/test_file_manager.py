@@ -140,6 +140,10 @@ async def test_download_with_range_and_logs(fm):
     assert resp.code == 200 and await resp.content() == b"klippy says hi\n"
     resp = await treq.get(fm.base + "/server/files/moonraker.log")
     assert resp.code == 200 and b"moontwist" in await resp.content()
+    # browsers save downloads under the file's name (Mainsail's log buttons rely on it)
+    assert resp.headers.getRawHeaders("content-disposition") == [
+        "attachment; filename=\"moonraker.log\"; filename*=UTF-8''moonraker.log"
+    ]
     code, body = await fm.get("/server/files/gcodes/none.gcode")
     assert code == 404
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from twisted.web import static
+from twisted.web.server import Request
 
 __all__ = ["DownloadResource"]
 
@@ -25,6 +28,16 @@ class DownloadResource(static.File):
 
     isLeaf = True
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, name: str) -> None:
         super().__init__(path, defaultType="application/octet-stream")
         self.contentTypes = {**self.contentTypes, **_EXTRA_TYPES}
+        self.download_name = name
+
+    def render(self, request: Request) -> bytes | int:
+        # Browsers save rather than show the file, under its name (as Moonraker sends it).
+        ascii_name = self.download_name.encode("ascii", "replace").decode().replace('"', "_")
+        request.setHeader(
+            b"content-disposition",
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(self.download_name)}".encode(),
+        )
+        return super().render(request)

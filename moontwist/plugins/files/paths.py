@@ -21,7 +21,8 @@ def split_root(roots: Roots, path: str, default_root: str | None = None) -> tupl
     name, _, rest = path.partition("/")
     if not name and default_root is not None:
         name = default_root
-    return roots.get(name), rest
+    # "gcodes//a.gcode" is "gcodes/a.gcode" (Mainsail sends such paths), never an absolute path
+    return roots.get(name), rest.lstrip("/")
 
 
 def check_name(name: str) -> None:

@@ -288,7 +288,7 @@ class FileManagerPlugin:
             raise ServerError(f"File does not exist: {shown}", 404)
         if not os.access(full, os.R_OK):
             raise ServerError(f"File is not readable: {shown}", 403)
-        return DownloadResource(full)
+        return DownloadResource(full, os.path.basename(shown))
 
     def klippy_log(self, request: APIRequest) -> DownloadResource:
         return self._file(self.server.path("logs", "klippy.log"), "klippy.log")

@@ -46,6 +46,9 @@ def _unauthorized(reason: str = "Unauthorized") -> ServerError:
     return ServerError(reason, 401)
 
 
+_CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"x-access-token")
+
+
 class AuthManager:
     """Everything the authorization plugin knows; ``start`` loads it from the database.
 
@@ -225,13 +228,16 @@ class AuthManager:
 
     def http_user(self, request: APIRequest) -> dict[str, Any] | None:
         http = request.http_request
-        headers = {
-            name: (http.getHeader(name.encode()) or b"").decode("latin-1")
-            for name in ("x-api-key", "authorization", "x-access-token")
-            if http.getHeader(name.encode()) is not None
-        }
-        raw_query = http.uri.partition(b"?")[2].decode("utf-8", "surrogateescape")
-        query = {k: v for k, v in parse_qsl(raw_query, keep_blank_values=True) if k in ("access_token", "token")}
+        headers = {}
+        for name in _CREDENTIAL_HEADERS:
+            value = http.getHeader(name)
+            if value is not None:
+                headers[name.decode()] = value.decode("latin-1")
+        raw_query = http.uri.partition(b"?")[2]
+        query = {}
+        if b"token" in raw_query:  # access_token= or token=
+            text = raw_query.decode("utf-8", "surrogateescape")
+            query = {k: v for k, v in parse_qsl(text, keep_blank_values=True) if k in ("access_token", "token")}
         return self.credentials(headers, query, request.ip)
 
     def connection_user(self, conn: Any) -> dict[str, Any] | None:

@@ -40,6 +40,7 @@ class TrustedClients:
         self.hostnames: list[str] = []
         self.invalid: list[str] = []
         self._resolved: set[IPAddress] = set()
+        self._verdicts: dict[str | None, bool] = {}  # per client address; cleared on re-resolve
         for entry in entries:
             self._add(entry.strip())
 
@@ -72,9 +73,18 @@ class TrustedClients:
                 if addr is not None:
                     found.add(addr)
         self._resolved = found
+        self._verdicts = {}
         return found
 
     def is_trusted(self, ip: str | None) -> bool:
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            if len(self._verdicts) > 4096:  # bounded: addresses of past clients
+                self._verdicts.clear()
+            verdict = self._verdicts[ip] = self._check(ip)
+        return verdict
+
+    def _check(self, ip: str | None) -> bool:
         addr = parse_ip(ip)
         if addr is None:
             return False

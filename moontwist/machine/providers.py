@@ -15,14 +15,13 @@ from typing import Any
 from twisted.internet import defer, task
 
 from moontwist.api.errors import ServerError
-from moontwist.machine.commands import DEFAULT_TIMEOUT, CommandError, find_executable, run_command
+from moontwist.machine.commands import DEFAULT_TIMEOUT, CommandError, run_command
 from moontwist.machine.services import AllowedServices, normalize
 
 log = logging.getLogger(__name__)
 
 ServiceState = dict[str, str]
 StateListener = Callable[[dict[str, ServiceState]], None]
-SERVICE_ACTIONS = ("start", "stop", "restart")
 _UNKNOWN: ServiceState = {"active_state": "unknown", "sub_state": "unknown"}
 
 
@@ -353,11 +352,3 @@ def make_provider(kind: str, allowed: AllowedServices | None = None, **kwargs: A
         raise ValueError(f"Unknown system provider {kind!r}; choose from {sorted(PROVIDERS)}") from None
     return cls(allowed, **kwargs)
 
-
-def detect_provider_kind(*, root: str = "/", path_env: str | None = None) -> str:
-    """Pick a provider for this host: systemd when it is PID 1, else supervisord, else ``none``."""
-    if os.path.isdir(os.path.join(root, "run/systemd/system")) and find_executable("systemctl", path_env):
-        return "systemd_cli"
-    if find_executable("supervisorctl", path_env):
-        return "supervisord_cli"
-    return "none"

@@ -55,15 +55,6 @@ class Roots:
     def find(self, name: str) -> Root | None:
         return self._roots.get(name)
 
-    def containing(self, path: str) -> Root | None:
-        """The root whose directory holds the absolute ``path`` (the deepest one)."""
-        best: Root | None = None
-        for root in self._roots.values():
-            base = root.path
-            if (path == base or path.startswith(base + os.sep)) and (best is None or len(base) > len(best.path)):
-                best = root
-        return best
-
     def names(self) -> list[str]:
         return list(self._roots)
 

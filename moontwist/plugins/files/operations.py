@@ -180,8 +180,10 @@ class FileManager:
         if not os.path.isdir(full) or os.path.islink(full):
             raise ServerError(f"Directory does not exist: {path}", 404)
         self.check_not_loaded(full, "delete")
-        if not force and os.listdir(full):
-            raise ServerError(f"Directory {path} is not empty (use force)", 400)
+        if not force:
+            with os.scandir(full) as entries:  # stops at the first entry: no full listing on the reactor
+                if next(entries, None) is not None:
+                    raise ServerError(f"Directory {path} is not empty (use force)", 400)
         self.suppress(full)
         try:
             await self.in_thread(shutil.rmtree if force else os.rmdir, full)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = ["HTTPAPI", "APISite", "JSON_TYPE", "error_body"]
 
 log = Logger()
+_JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 JSON_TYPE = b"application/json; charset=UTF-8"
 MAX_ARGS_BODY = 16 * 1024 * 1024
@@ -187,7 +188,8 @@ class HTTPAPI:
             except jsonutil.JSONDecodeError:
                 raise ServerError("Request body is not valid JSON", 400) from None
             if not isinstance(parsed, dict):
-                raise ServerError("Request body must be a JSON object", 400)
+                got = _JSON_TYPE_NAMES.get(type(parsed), "a value")
+                raise ServerError(f"Request body must be a JSON object, got {got}", 400)
             args.update(parsed)
         elif ctype == b"application/x-www-form-urlencoded":
             text = body.decode("utf-8", "surrogateescape")

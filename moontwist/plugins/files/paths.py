@@ -16,7 +16,7 @@ MAX_NAME_BYTES = 255
 def split_root(roots: Roots, path: str, default_root: str | None = None) -> tuple[Root, str]:
     """``"gcodes/sub/a.gcode"`` -> (gcodes root, ``"sub/a.gcode"``)."""
     if not isinstance(path, str):
-        raise ServerError("Invalid path: expected a string", 400)
+        raise ServerError(f"Invalid path: expected a string, got {type(path).__name__}", 400)
     path = path.lstrip("/")
     name, _, rest = path.partition("/")
     if not name and default_root is not None:
@@ -43,7 +43,7 @@ def resolve(root: Root, rel: str, *, for_write: bool = False) -> str:
     is writable and every component is a valid file name.
     """
     if "\x00" in rel:
-        raise ServerError("Invalid path: NUL byte", 400)
+        raise ServerError(f"Invalid path {rel!r}: NUL bytes are not allowed", 400)
     if rel.startswith("/"):
         raise ServerError(f"Invalid path {rel!r}: absolute paths are not allowed", 403)
     parts = [p for p in rel.split("/") if p not in ("", ".")]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import pytest_twisted
 
@@ -174,7 +172,8 @@ async def test_close_interrupted_jobs(history):
 
 
 @pytest_twisted.ensureDeferred
-async def test_list_p99_with_100000_jobs(history, db):
+async def test_list_pages_through_100000_jobs(history, db):
+    """Every query shape returns a full page from a large history (speed: bench suite 'database')."""
     metadata = {
         "size": 194058,
         "slicer": "PrusaSlicer",
@@ -194,13 +193,6 @@ async def test_list_p99_with_100000_jobs(history, db):
         {"since": 1000.0 + 10 * 40_000, "before": 1000.0 + 10 * 40_100},
         {"since": 1000.0 + 10 * 10_000, "start": 80_000},
     ]
-    timings = []
-    for _ in range(15):
-        for query in queries:
-            t0 = time.perf_counter()
-            _, result = await history.list_jobs(**query)
-            timings.append(time.perf_counter() - t0)
-            assert len(result) == 50, query
-    timings.sort()
-    p99 = timings[int(len(timings) * 0.99) - 1]
-    assert p99 < 0.020, f"p99 {p99 * 1000:.1f} ms"
+    for query in queries:
+        _, result = await history.list_jobs(**query)
+        assert len(result) == 50, query

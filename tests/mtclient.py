@@ -223,11 +223,14 @@ def free_port() -> int:
 class Daemon:
     """``twistd -n moontwist`` as a real child process."""
 
-    def __init__(self, datapath: str, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, datapath: str, *args: str, env: dict[str, str] | None = None, port: int | None = None, cwd: str | None = None
+    ) -> None:
         self.datapath = datapath
         self.port = port or free_port()
         self.argv = [PYTHON, "-m", "moontwist.cli", "--datapath", datapath, "--host", "127.0.0.1", "--port", str(self.port), *args]
         self.env = env or daemon_env()
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -235,7 +238,9 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True, timeout: float = 20.0) -> Daemon:
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         if wait:
             self.wait_ready(timeout)
         return self
@@ -286,3 +291,15 @@ async def wait_for(predicate: Any, timeout: float = 5.0, step: float = 0.02) -> 
             raise TimeoutError("condition not met")
         await sleep(step)
         waited += step
+
+
+def wait_for_json(daemon: Daemon, path: str, predicate: Any, timeout: float = 20.0) -> Any:
+    """Poll a daemon's ``path`` (blocking) until ``predicate(body)`` holds."""
+    deadline = time.monotonic() + timeout
+    body = None
+    while time.monotonic() < deadline:
+        code, body = daemon.get_json(path)
+        if code == 200 and predicate(body):
+            return body
+        time.sleep(0.1)
+    raise TimeoutError(f"{path} never satisfied the condition: {body}")

@@ -1,0 +1,1 @@
+"""The connection to Klippy: framing, the reconnecting connection and merged subscriptions."""

@@ -13,7 +13,6 @@ import pytest_twisted
 import treq
 from files.upload_client import BUILTINS, multipart_body, raw_upload
 from PIL import Image
-from twisted.internet.defer import succeed
 
 from mtclient import sleep, start_service
 
@@ -110,20 +109,17 @@ async def test_metadata_processed_in_background_at_start_up(fm):
 
 
 class ReadyKlippy:
-    """Answers the file manager's configfile query with a virtual_sdcard path."""
+    """A ready Klippy whose configfile names a virtual_sdcard path."""
 
     state = "ready"
     connected = True
 
     def __init__(self, path: str) -> None:
-        self.path = path
         self.status: dict = {}
+        self.configfile = {"settings": {"virtual_sdcard": {"path": path}}}
 
     def add_subscription(self, owner, objects):
         return None
-
-    def query(self, objects):
-        return succeed({"status": {"configfile": {"settings": {"virtual_sdcard": {"path": self.path}}}}})
 
 
 @pytest_twisted.ensureDeferred

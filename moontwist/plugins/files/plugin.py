@@ -94,11 +94,9 @@ class FileManagerPlugin:
     @hookimpl
     def klippy_state_changed(self, server: Server, state: str) -> None:
         if state == "ready":
-            Deferred.fromCoroutine(self._klippy_ready()).addErrback(
-                lambda f: log.warn("File manager could not read Klippy's settings: {e}", e=f.getErrorMessage())
-            )
+            self._klippy_ready()
 
-    async def _klippy_ready(self) -> None:
+    def _klippy_ready(self) -> None:
         klippy = self.server.klippy
         if klippy is None:
             return
@@ -106,9 +104,8 @@ class FileManagerPlugin:
             klippy.add_subscription(self, {"print_stats": None, "virtual_sdcard": None})
         except Exception as exc:
             log.warn("File manager could not subscribe to print state: {e}", e=exc)
-        reply = await klippy.query({"configfile": ["settings"]})
-        status = reply.get("status", reply) if isinstance(reply, dict) else {}
-        settings = (status.get("configfile") or {}).get("settings") or {}
+        # the connection fetched Klippy's configfile during its start-up handshake
+        settings = (klippy.configfile or {}).get("settings") or {}
         path = (settings.get("virtual_sdcard") or {}).get("path")
         if isinstance(path, str) and path:
             self.set_root_path("gcodes", path)

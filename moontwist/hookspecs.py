@@ -48,6 +48,42 @@ def register_metadata_parsers(server: Server, register: Callable[[Any], None]) -
     """Offer G-code metadata parsers for slicers moontwist doesn't know."""
 
 
+@hookspec
+def register_remote_methods(server: Server, register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """Let Klipper macros call ``register(name, callback)``'s callback.
+
+    A macro's ``{action_call_remote_method("name", key=value)}`` calls
+    ``callback(key=value)`` on the reactor; moontwist registers exactly these
+    names with Klippy each time it connects.  A callback may return a Deferred.
+    """
+
+
+@hookspec
+def register_history_fields(server: Server, register: Callable[[Any], None]) -> None:
+    """Add per-job values to print history: ``register(HistoryField(...))``.
+
+    Called by the history plugin at start-up.  Each field appears in every
+    job's ``auxiliary_data`` and, when it asks to, in ``auxiliary_totals``
+    (see ``moontwist.history_fields``).
+    """
+
+
+@hookspec
+def register_power_device_types(server: Server, register: Callable[[str, Any], None]) -> None:
+    """Offer power device types: ``register("type_name", DeviceClass)``.
+
+    Called by the power plugin before it reads its ``[power NAME]`` sections.
+    """
+
+
+@hookspec
+def register_update_types(server: Server, register: Callable[[str, Any], None]) -> None:
+    """Offer update manager deploy types: ``register("type_name", UpdaterClass)``.
+
+    Called by the update manager before it reads its ``[update_manager NAME]`` sections.
+    """
+
+
 # --- lifecycle ------------------------------------------------------------------------
 
 

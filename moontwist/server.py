@@ -95,6 +95,8 @@ class Server:
         self.plugins: PluginManager | None = None
         self.server_log: ServerLog | None = None
         self.warnings: list[str] = []
+        # Klipper remote methods of this start (register_remote_methods): name -> callback.
+        self.remote_methods: dict[str, Callable[..., Any]] = {}
         self.running = False
         self._services: dict[str, Any] = {}
         self.prepare_datapath()
@@ -164,6 +166,8 @@ class Server:
         plugins.load(self.options.extra_plugins or {})
         plugins.call_each("configure", fatal=True, server=self, config=self.config)
         plugins.call_registration("register_endpoints", self._registrar, server=self)
+        self.remote_methods = {}
+        plugins.call_registration("register_remote_methods", self._remote_registrar, server=self)
         yield plugins.call_lifecycle("startup", mark_failed=True, server=self)
         self.warnings = self.config.warnings() + [
             f"Plugin '{name}' failed to load: {why}" for name, why in plugins.failed.items()
@@ -178,6 +182,14 @@ class Server:
             if endpoint is None:
                 endpoint = Endpoint(**kwargs)
             return self.registry.add(replace(endpoint, plugin=plugin))
+
+        return register
+
+    def _remote_registrar(self, plugin: str) -> Callable[[str, Callable[..., Any]], None]:
+        def register(name: str, callback: Callable[..., Any]) -> None:
+            if name in self.remote_methods:
+                raise ValueError(f"Klipper remote method '{name}' is already registered")
+            self.remote_methods[name] = callback
 
         return register
 
@@ -240,6 +252,18 @@ class Server:
     @property
     def klippy_state(self) -> str:
         return self.klippy.state if self.klippy is not None else "disconnected"
+
+    @property
+    def print_state(self) -> str | None:
+        """``print_stats.state`` as Klippy last reported it (None before it has)."""
+        if self.klippy is None:
+            return None
+        return (self.klippy.status.get("print_stats") or {}).get("state")
+
+    @property
+    def printing(self) -> bool:
+        """Whether a print is running or paused (what refuses updates, compaction, power-off...)."""
+        return self.print_state in ("printing", "paused")
 
     @property
     def klippy_connected(self) -> bool:

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -31,7 +31,6 @@ INFO_TIMEOUT = 5.0
 POLL_INTERVAL = 0.5
 REQUEST_TIMEOUT = 60.0
 DEFAULT = object()
-REMOTE_METHODS = ("shutdown_machine", "reboot_machine", "pause_job_queue", "start_job_queue", "set_device_power")
 
 
 class KlippyConnection:
@@ -52,7 +51,6 @@ class KlippyConnection:
         self._proto: KlippyProtocol | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[Deferred, str, Any]] = {}
-        self._remote_methods: dict[str, Callable[..., Any]] = {}
         self._retry_delay = RETRY_FIRST
         self._retry_call: Any = None
         self._running = False
@@ -75,8 +73,8 @@ class KlippyConnection:
         return self.subscriptions.subscribe(owner, normalize(objects))
 
     def register_remote_method(self, name: str, callback: Callable[..., Any]) -> None:
-        """Let Klippy macros call ``callback(**params)`` via ``action_call_remote_method``."""
-        self._remote_methods[name] = callback
+        """Add a remote method at run time (at start-up, use the ``register_remote_methods`` hook)."""
+        self.server.remote_methods[name] = callback
         if self.initialized:
             self._register_remote(name).addErrback(lambda f: None)
 
@@ -146,7 +144,7 @@ class KlippyConnection:
         config = yield self.request("objects/query", {"objects": {"configfile": ["config", "settings"]}})
         self.configfile = config.get("status", {}).get("configfile", {})
         if state == "ready":
-            for name in dict.fromkeys((*REMOTE_METHODS, *self._remote_methods)):
+            for name in list(self.server.remote_methods):
                 yield self._register_remote(name)
         self.initialized = True
         yield self.subscriptions.restore()
@@ -221,13 +219,16 @@ class KlippyConnection:
             response = params.get("response", "")
             self.server.notify("notify_gcode_response", response)
             self.server.emit("gcode_response", response=response)
-        elif method in self._remote_methods:
-            try:
-                self._remote_methods[method](**(params if isinstance(params, dict) else {}))
-            except Exception:
-                log.failure("Remote method {method} failed", method=method)
+        elif method in self.server.remote_methods:
+            self._call_remote(method, params if isinstance(params, dict) else {})
         else:
             log.debug("Unhandled Klippy message {method}", method=method)
+
+    def _call_remote(self, method: str, params: dict[str, Any]) -> None:
+        def failed(failure: Failure) -> None:
+            log.failure("Remote method {method} failed", failure, method=method)
+
+        maybeDeferred(self.server.remote_methods[method], **params).addErrback(failed)
 
     def status_changed(self, changed: dict[str, dict[str, Any]], eventtime: float) -> None:
         """Printer objects changed: update the cache, tell subscribers, track states."""

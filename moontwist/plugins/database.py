@@ -309,13 +309,8 @@ class DatabasePlugin:
     # helpers ---------------------------------------------------------------------
 
     def _refuse_while_printing(self, action: str) -> None:
-        klippy = self.server.klippy
-        if klippy is None:
-            return
-        status = getattr(klippy, "status", None) or {}
-        state = (status.get("print_stats") or {}).get("state")
-        if state in ("printing", "paused"):
-            raise ServerError(f"Cannot {action} the database while Klipper is {state}", 400)
+        if self.server.printing:
+            raise ServerError(f"Cannot {action} the database while Klipper is {self.server.print_state}", 400)
 
     def _writable(self, namespace: str) -> None:
         if self.db.is_reserved(namespace):

@@ -32,6 +32,7 @@ from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config
+from moontwist.history_fields import HistoryField
 from moontwist.hookspecs import hookimpl
 from moontwist.storage.history import HistoryStore
 
@@ -87,6 +88,7 @@ class HistoryPlugin:
         self.job: dict[str, Any] | None = None  # the job in progress (JOB_FIELDS)
         self.job_id: int | None = None
         self.last_stats: dict[str, Any] = {}
+        self.fields: list[HistoryField] = []
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:
@@ -147,6 +149,8 @@ class HistoryPlugin:
 
     @hookimpl
     def startup(self, server: Server) -> Deferred:
+        server.plugins.call_registration("register_history_fields", self._field_registrar, server=server)
+
         def closed(ids: list[str]) -> None:
             if ids:
                 log.info("Jobs interrupted by the last exit: {ids}", ids=", ".join(ids))
@@ -157,6 +161,15 @@ class HistoryPlugin:
     def shutdown(self, server: Server) -> Deferred:
         # runs before the database plugin's shutdown (reverse load order)
         return self._finish("server_exit", self.last_stats)
+
+    def _field_registrar(self, plugin: str) -> Any:
+        def register(field: HistoryField) -> HistoryField:
+            if any(f.provider == field.provider and f.name == field.name for f in self.fields):
+                raise ValueError(f"History field {field.provider!r} {field.name!r} is already registered")
+            self.fields.append(field)
+            return field
+
+        return register
 
     # events ----------------------------------------------------------------------------
 
@@ -185,6 +198,8 @@ class HistoryPlugin:
         # status_update runs after this hook: last_stats is still the previous state
         prev = dict(self.last_stats)
         cur = dict(status.get("print_stats") or {})
+        for field in self.fields:
+            field.pause_job(new == "paused")
         if new == "printing":
             if not self._resumed(old, prev, cur):
                 self._start(prev, cur)
@@ -245,6 +260,8 @@ class HistoryPlugin:
                 "auxiliary_data": [],
             }
             job.update((k, cur.get(k) or 0.0) for k in _STATS_FIELDS)
+            for field in self.fields:
+                field.start_job()
             self.job = job
             self.job_id = await self.store.add_job(job)
             job_id = f"{self.job_id:06X}"
@@ -270,15 +287,21 @@ class HistoryPlugin:
             changes.update((k, stats[k]) for k in _STATS_FIELDS if stats.get(k) is not None)
         if not job["metadata"]:  # the file may have been uploaded as the print started
             changes["metadata"] = self._metadata(job["filename"])
+        changes["auxiliary_data"] = [field.end_job() for field in self.fields]
         try:
             finished = await self.store.update_job(uid, changes)
         except ServerError as exc:  # deleted while printing
             log.info("History job {id:06X} not finished: {e}", id=uid, e=exc.message)
             return
-        await self.store.update_totals(finished)
+        await self.store.update_totals(finished, self._fold_auxiliary)
         self._write_back(job["filename"], finished["job_id"], job["start_time"])
         log.debug("History job {id} finished: {status}", id=finished["job_id"], status=status)
         self._notify("finished", finished)
+
+    def _fold_auxiliary(self, totals: list[dict[str, Any]], job: dict[str, Any]) -> None:
+        values = {(a.get("provider"), a.get("name")): a.get("value") for a in job.get("auxiliary_data") or []}
+        for field in self.fields:
+            field.add_to_totals(totals, values.get((field.provider, field.name)))
 
     def _locked(self, fn: Any) -> Deferred:
         d = self.lock.run(lambda: Deferred.fromCoroutine(fn()))

@@ -147,13 +147,13 @@ class JobQueuePlugin:
     # lifecycle and events ------------------------------------------------------------
 
     @hookimpl
+    def register_remote_methods(self, register: Any) -> None:
+        for name, method in (("pause_job_queue", self.pause_queue), ("start_job_queue", self.start_queue)):
+            register(name, self._remote(name, method))
+
+    @hookimpl
     def startup(self, server: Server) -> None:
         server.provide("queue_jobs", self.queue_jobs)
-        klippy = server.klippy
-        if klippy is None:
-            return
-        for name, method in (("pause_job_queue", self.pause_queue), ("start_job_queue", self.start_queue)):
-            klippy.register_remote_method(name, self._remote(name, method))
 
     @hookimpl
     def shutdown(self, server: Server) -> Deferred:
@@ -234,12 +234,6 @@ class JobQueuePlugin:
         if self.state == "starting":
             self.state = "ready" if self.jobs and self.automatic else "paused"
         self._notify("job_loaded")
-
-    def _printing(self) -> bool:
-        """Whether Klippy's last known ``print_stats`` state is printing or paused."""
-        klippy = self.server.klippy
-        status = getattr(klippy, "status", None) or {}
-        return (status.get("print_stats") or {}).get("state") in ("printing", "paused")
 
     async def _can_print(self) -> bool:
         klippy = self.server.klippy
@@ -326,7 +320,7 @@ class JobQueuePlugin:
                 job = QueuedJob(name, user)
                 self.jobs[job.job_id] = job
             self._notify("jobs_added")
-            if self.automatic and not self.pause_requested and self._printing():
+            if self.automatic and not self.pause_requested and self.server.printing:
                 self._set_state("ready")
 
         return self._locked(add)

@@ -33,7 +33,6 @@ log = Logger()
 
 SYSTEMD_KINDS = ("systemd_dbus", "systemd_cli")
 POLL_INTERVAL = 5.0
-ACTIVE_JOB_STATES = ("printing", "paused")
 KLIPPER_UNIT = "klipper"
 
 
@@ -201,6 +200,12 @@ class MachinePlugin:
         )
         return {"system_info": info}
 
+    @hookimpl
+    def register_remote_methods(self, register: Any) -> None:
+        # Klipper macros: {action_call_remote_method("shutdown_machine")}, as with Moonraker.
+        register("shutdown_machine", lambda: defer.ensureDeferred(self.provider.shutdown()))
+        register("reboot_machine", lambda: defer.ensureDeferred(self.provider.reboot()))
+
     async def power(self, request: APIRequest) -> str:
         if request.endpoint.method == "machine.shutdown":
             await self.provider.shutdown()
@@ -256,9 +261,7 @@ class MachinePlugin:
 
         Raises ServerError when it can't; the Deferred fires when Klipper is started again.
         """
-        klippy = self.server.klippy
-        status = getattr(klippy, "status", None) or {}
-        if status.get("print_stats", {}).get("state") in ACTIVE_JOB_STATES:
+        if self.server.printing:
             raise ServerError("Cannot roll over Klipper's log while printing", 409)
         if self.provider.name == "none":
             raise ServerError("Cannot roll over Klipper's log: no system provider to restart Klipper", 503)

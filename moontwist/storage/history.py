@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail
@@ -298,8 +299,13 @@ class HistoryStore:
         """Fires with ``{"job_totals": {...}, "auxiliary_totals": [...]}``."""
         return self.db.run_read(_read_totals)
 
-    def update_totals(self, job: dict[str, Any]) -> Deferred:
-        """Add a finished job to the totals; fires with the new totals."""
+    def update_totals(
+        self, job: dict[str, Any], fold_auxiliary: Callable[[list[dict[str, Any]], dict[str, Any]], None] | None = None
+    ) -> Deferred:
+        """Add a finished job to the totals; fires with the new totals.
+
+        ``fold_auxiliary(auxiliary_totals, job)`` adds the job's auxiliary values (in the writer thread).
+        """
 
         def write(conn: sqlite3.Connection) -> dict[str, Any]:
             current = _read_totals(conn)
@@ -310,6 +316,8 @@ class HistoryStore:
             totals["total_filament_used"] += job.get("filament_used") or 0.0
             totals["longest_job"] = max(totals["longest_job"], job.get("total_duration") or 0.0)
             totals["longest_print"] = max(totals["longest_print"], job.get("print_duration") or 0.0)
+            if fold_auxiliary is not None:
+                fold_auxiliary(current["auxiliary_totals"], job)
             write_totals(conn, totals, current["auxiliary_totals"])
             return current
 

@@ -11,7 +11,7 @@ import pytest_twisted
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.machine import MachinePlugin
-from mtclient import RPCError, sleep, start_service
+from mtclient import RPCError, sleep, start_service, wait_for
 
 RECORDING = "[server]\n\n[machine]\nprovider: recording\n"
 
@@ -256,3 +256,19 @@ async def test_moonraker_machine_options(tmp_path):
         await svc.service.stopService()
     with pytest.raises(ConfigError, match="option 'provider': value 'systemd_magic'"):
         MachinePlugin().configure(server=None, config=Config.from_string("[machine]\nprovider: systemd_magic\n"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_klipper_macros_shut_down_and_reboot_the_host(tmp_path):
+    """``action_call_remote_method("shutdown_machine")`` and ``reboot_machine`` reach the provider."""
+    running = await start_service(str(tmp_path / "data"), RECORDING, simulate=True)
+    try:
+        await wait_for(lambda: running.server.klippy_state == "ready")
+        sim = running.server.plugins.pm.get_plugin("klippy_apis").simulator
+        provider = provider_of(running)
+        sim.call_remote_method("shutdown_machine", {})
+        await wait_for(lambda: ("shutdown",) in provider.commands)
+        sim.call_remote_method("reboot_machine", {})
+        await wait_for(lambda: ("reboot",) in provider.commands)
+    finally:
+        await running.service.stopService()

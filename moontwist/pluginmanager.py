@@ -72,6 +72,10 @@ class PluginManager:
         self.use_entry_points = use_entry_points
         self.failed: dict[str, str] = {}
         self.disabled = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+        # Plugins whose ``startup`` has completed: only their endpoints answer.
+        self.started: set[str] = set()
+        # Every plugin ever registered this start, failed ones included: all are shut down.
+        self._shutdown_impls: list[pluggy.HookImpl] = []
 
     # loading ------------------------------------------------------------------------
 
@@ -81,13 +85,13 @@ class PluginManager:
             self._register(name, lambda target=target: _load(target))
         for name, plugin in (extra or {}).items():
             self._register(name, lambda plugin=plugin: plugin)
-        if not self.use_entry_points:
-            return
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if ep.name in self.builtins:
-                self._fail(ep.name, f"name clashes with a built-in plugin ({ep.value})")
-                continue
-            self._register(ep.name, ep.load)
+        if self.use_entry_points:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in self.builtins:
+                    self._fail(ep.name, f"name clashes with a built-in plugin ({ep.value})")
+                    continue
+                self._register(ep.name, ep.load)
+        self._shutdown_impls = list(self._impls("shutdown"))
 
     def _register(self, name: str, loader: Callable[[], Any]) -> None:
         if name in self.disabled:
@@ -121,6 +125,10 @@ class PluginManager:
         for endpoint in list(self.server.registry):
             if endpoint.plugin == name:
                 self.server.registry.remove(endpoint.method)
+
+    def is_started(self, name: str) -> bool:
+        """Whether ``name``'s endpoints may answer (its startup completed and no stop began)."""
+        return name in self.started or (not name and self.server.running)
 
     @property
     def names(self) -> list[str]:
@@ -171,21 +179,33 @@ class PluginManager:
                 log.failure("Plugin {name} raised handling {hook}", name=impl.plugin_name, hook=hook)
 
     @inlineCallbacks
-    def call_lifecycle(self, hook: str, *, mark_failed: bool, **kwargs: Any) -> Any:
-        """Call a lifecycle hook plugin by plugin, waiting for each returned Deferred.
+    def start_all(self, **kwargs: Any) -> Any:
+        """Call ``startup`` plugin by plugin in load order, waiting for each returned Deferred.
 
-        ``startup`` runs in load order (built-ins first, so the database is open
-        before the plugins that use it start); ``shutdown`` in reverse order.
+        Built-ins go first, so the database is open before the plugins that use
+        it start.  A plugin without ``startup`` counts as started at once; a
+        plugin that fails is marked failed (and still shut down by ``stop_all``).
         """
-        impls = list(self._impls(hook))
-        if hook == "shutdown":
-            impls.reverse()
+        impls = list(self._impls("startup"))
+        with_startup = {impl.plugin_name for impl in impls}
+        self.started.update(name for name in self.names if name not in with_startup)
         for impl in impls:
+            if impl.plugin_name in self.failed:
+                continue
             try:
                 yield maybeDeferred(_call, impl, kwargs)
             except Exception:
-                failure = Failure()
-                if mark_failed:
-                    self._fail(impl.plugin_name, failure)
-                else:
-                    log.failure("Plugin {name} failed in {hook}", failure, name=impl.plugin_name, hook=hook)
+                self._fail(impl.plugin_name, Failure())
+            else:
+                self.started.add(impl.plugin_name)
+
+    @inlineCallbacks
+    def stop_all(self, **kwargs: Any) -> Any:
+        """Call ``shutdown`` in reverse load order, failed plugins included; errors are logged."""
+        self.started.clear()
+        impls, self._shutdown_impls = self._shutdown_impls, []
+        for impl in reversed(impls):
+            try:
+                yield maybeDeferred(_call, impl, kwargs)
+            except Exception:
+                log.failure("Plugin {name} failed in shutdown", Failure(), name=impl.plugin_name)

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredLock, inlineCallbacks
 from twisted.logger import Logger
 
 from moontwist import API_VERSION, MOONRAKER_API_RELEASE, __version__, jsonutil
 from moontwist.api.connection import Connection, ConnectionTable
+from moontwist.api.errors import ServerError
 from moontwist.api.http import HTTPAPI
 from moontwist.api.jsonrpc import JSONRPCDispatcher
 from moontwist.api.registry import APIRequest, Endpoint, Registry
@@ -83,7 +84,7 @@ class Server:
         self.datapath = os.path.abspath(os.path.expanduser(options.datapath))
         self.registry = Registry()
         self.connections = ConnectionTable(self._connection_opened, self._connection_closed)
-        self.dispatcher = JSONRPCDispatcher(self.registry, self._authorize)
+        self.dispatcher = JSONRPCDispatcher(self.registry, self.admit)
         self.http_api = HTTPAPI(self)
         self.websocket_resource = build_websocket_resource(self)
         # Set by plugins: auth checks every request, CORS vets origins and preflights.
@@ -99,6 +100,8 @@ class Server:
         self.remote_methods: dict[str, Callable[..., Any]] = {}
         self.running = False
         self._services: dict[str, Any] = {}
+        self._lifecycle = DeferredLock()
+        self._restarting: list[Deferred] | None = None  # who waits for the restart under way
         self.prepare_datapath()
 
     # paths & config ----------------------------------------------------------------
@@ -152,9 +155,12 @@ class Server:
 
     # lifecycle --------------------------------------------------------------------
 
-    @inlineCallbacks
-    def start(self) -> Any:
+    def start(self) -> Deferred:
         """Read the config, load plugins, register endpoints, start every plugin."""
+        return self._lifecycle.run(self._start)
+
+    @inlineCallbacks
+    def _start(self) -> Any:
         self.config = self.load_config()
         self._read_server_section()
         if self.server_log is None:
@@ -168,7 +174,7 @@ class Server:
         plugins.call_registration("register_endpoints", self._registrar, server=self)
         self.remote_methods = {}
         plugins.call_registration("register_remote_methods", self._remote_registrar, server=self)
-        yield plugins.call_lifecycle("startup", mark_failed=True, server=self)
+        yield plugins.start_all(server=self)
         self.warnings = self.config.warnings() + [
             f"Plugin '{name}' failed to load: {why}" for name, why in plugins.failed.items()
         ]
@@ -193,16 +199,23 @@ class Server:
 
         return register
 
+    def stop(self) -> Deferred:
+        """Stop every plugin (failed ones too) and drop every client."""
+        return self._lifecycle.run(self._stop)
+
     @inlineCallbacks
-    def stop(self) -> Any:
-        """Stop every plugin and drop every client."""
-        if self.plugins is None:
+    def _stop(self) -> Any:
+        plugins = self.plugins
+        if plugins is None:
             return
         self.running = False
+        plugins.started.clear()  # from here on every endpoint answers 503
         self.connections.close_all(1001, "Server shutting down")
-        yield self.plugins.call_lifecycle("shutdown", mark_failed=False, server=self)
+        yield plugins.stop_all(server=self)
         for endpoint in list(self.registry):
             self.registry.remove(endpoint.method)
+        self._services.clear()
+        self.remote_methods = {}
         self.plugins = None
 
     def close_log(self) -> None:
@@ -210,16 +223,40 @@ class Server:
             self.server_log.stop()
             self.server_log = None
 
+    def restart(self, delay: float = 0.0) -> Deferred:
+        """Reload the config and plugins in this process; connected clients are dropped.
+
+        The restart begins after ``delay`` seconds (so a reply can go out first).
+        Restarts are serialized: asking again while one is pending or under way
+        joins it.  The Deferred fires when the server runs again (never fails).
+        """
+        if self._restarting is None:
+            log.info("Restarting")
+            self._restarting = []
+            self.reactor.callLater(delay, lambda: self._lifecycle.run(self._restart).addBoth(self._restarted))
+        waiter: Deferred = Deferred()
+        self._restarting.append(waiter)
+        return waiter
+
+    @property
+    def restarting(self) -> bool:
+        return self._restarting is not None
+
+    def _restarted(self, result: Any) -> None:
+        waiters, self._restarting = self._restarting or [], None
+        for waiter in waiters:
+            waiter.callback(None)
+
     @inlineCallbacks
-    def restart(self) -> Any:
-        """Reload the config and plugins in this process; connected clients are dropped."""
-        log.info("Restarting")
-        yield self.stop()
+    def _restart(self) -> Any:
         try:
-            yield self.start()
+            yield self._stop()
+            yield self._start()
         except ConfigError as exc:
             log.critical("Restart failed: {error}", error=str(exc))
             self.reactor.stop()
+        except Exception:
+            log.failure("Restart failed")
 
     # notifications & events ----------------------------------------------------------
 
@@ -243,9 +280,19 @@ class Server:
     def _connection_closed(self, conn: Connection) -> None:
         self.emit("connection_closed", connection=conn)
 
-    def _authorize(self, request: APIRequest) -> None:
-        if self.authorize is not None:
-            self.authorize(request)
+    def admit(self, request: APIRequest) -> None:
+        """The gate of every transport: the endpoint's plugin is started, then authorization.
+
+        During start-up, restart and shutdown an endpoint answers 503; without an
+        authorization check installed nothing is allowed through.
+        """
+        plugins = self.plugins
+        if plugins is None or not plugins.is_started(request.endpoint.plugin):
+            raise ServerError("Server is restarting" if self.restarting else "Server is not ready", 503)
+        authorize = self.authorize
+        if authorize is None:
+            raise ServerError("Authorization is not available", 503)
+        authorize(request)
 
     # state reported by server.info ------------------------------------------------------
 
@@ -296,3 +343,4 @@ class Server:
 
     def root_resource(self) -> Any:
         return self.http_api.resource()
+

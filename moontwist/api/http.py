@@ -153,8 +153,7 @@ class HTTPAPI:
                 http_request=request,
             )
             # Authenticate before validating, so a stranger learns nothing about arguments.
-            if self.server.authorize is not None:
-                self.server.authorize(api_request)
+            self.server.admit(api_request)
             api_request.args = endpoint.validate(raw)
             result = call_handler(endpoint, api_request)
         except Exception:

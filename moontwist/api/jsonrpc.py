@@ -45,9 +45,9 @@ def _error(code: int, message: str, req_id: Any) -> dict[str, Any]:
 class JSONRPCDispatcher:
     """Turns JSON-RPC messages into registry calls and replies."""
 
-    def __init__(self, registry: Registry, authorize: Authorizer | None = None) -> None:
+    def __init__(self, registry: Registry, admit: Authorizer) -> None:
         self.registry = registry
-        self.authorize = authorize
+        self.admit = admit
 
     def handle_bytes(
         self,
@@ -121,8 +121,7 @@ class JSONRPCDispatcher:
             request = APIRequest(endpoint, params, transport, "POST", connection, ip, user)
             if connection is not None:
                 request.user = connection.user
-            if self.authorize is not None:
-                self.authorize(request)
+            self.admit(request)  # lifecycle and authorization, before the arguments are looked at
             request.args = endpoint.validate(params)
             result = call_handler(endpoint, request)
         except Exception:

@@ -75,13 +75,12 @@ class StreamingRequest(Request):
         self._parsePOSTFormSubmission = False
         # Headers are in; the body is not. Authenticate now so a stranger's body is never read.
         self.method, self.uri = self.channel._command, self.channel._path
-        if self.server.authorize is not None:
-            peer = self.channel.transport.getPeer()
-            try:
-                self.server.authorize(APIRequest(endpoint, {}, "http", "POST", None, getattr(peer, "host", None), http_request=self))
-            except ServerError as exc:
-                self._refuse(exc)
-                return
+        peer = self.channel.transport.getPeer()
+        try:
+            self.server.admit(APIRequest(endpoint, {}, "http", "POST", None, getattr(peer, "host", None), http_request=self))
+        except ServerError as exc:
+            self._refuse(exc)
+            return
         limit = self.server.max_upload_size
         if length is not None and length > limit:
             self._refuse(ServerError(f"Request body of {length} bytes exceeds max_upload_size ({limit} bytes)", 413))

@@ -31,9 +31,11 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
     server: Server
 
     def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
+        if not self.server.running:
+            raise ConnectionDeny(503, "Server is not ready")
         origin = request.headers.get("origin")
         checker = self.server.origin_allowed
-        if origin and checker is not None and not checker(origin, request.headers.get("host")):
+        if origin and (checker is None or not checker(origin, request.headers.get("host"))):
             raise ConnectionDeny(403, f"Origin {origin} is not allowed")
         self.init_connection(getattr(self.transport.getPeer(), "host", None))
         self.http_params = request.params

@@ -366,7 +366,7 @@ class DatabasePlugin:
         def restart(result: dict[str, Any]) -> dict[str, Any]:
             # as Moonraker: restart so every plugin reloads what it keeps from the database
             log.info("Database restored from {name}; restarting", name=request.args["filename"])
-            self.server.reactor.callLater(0.1, self.server.restart)
+            self.server.restart(delay=0.1)
             return result
 
         return self.db.restore(request.args["filename"]).addCallback(restart)

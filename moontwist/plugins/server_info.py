@@ -108,7 +108,7 @@ class ServerPlugin:
         return {"config": cfg.typed(), "orig": {"DEFAULT": {}, **cfg.orig()}, "files": cfg.files()}
 
     def restart(self, request: APIRequest) -> str:
-        self.server.reactor.callLater(0.05, self.server.restart)
+        self.server.restart(delay=0.05)
         return "ok"
 
     def websocket_id(self, request: APIRequest) -> dict[str, int]:

@@ -10,7 +10,9 @@ from mtclient import start_service
 
 BUILTINS = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
+    # nothing answers without an authorization check (none configured: everyone is trusted)
     "database": "moontwist.plugins.database:DatabasePlugin",
+    "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
 }
 

@@ -17,7 +17,7 @@ DATA = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "moonrak
 CONFIG = "[server]\nhost: 127.0.0.1\n"
 # Only the server and the database: file_manager would (rightly) prune the imported
 # gcode_metadata of files that aren't in this test's empty gcodes folder.
-BUILTINS = {name: BUILTIN_PLUGINS[name] for name in ("server", "database")}
+BUILTINS = {name: BUILTIN_PLUGINS[name] for name in ("server", "database", "authorization")}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,9 @@ BOUNDARY = "----moontwistBoundary7MA4YWxk"
 
 BUILTINS = {
     "server": "moontwist.plugins.server_info:ServerPlugin",
+    # nothing answers without an authorization check (none configured: everyone is trusted)
+    "database": "moontwist.plugins.database:DatabasePlugin",
+    "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
     "file_manager": "moontwist.plugins.files:FileManagerPlugin",
 }
 

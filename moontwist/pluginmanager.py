@@ -192,6 +192,7 @@ class PluginManager:
         for impl in impls:
             if impl.plugin_name in self.failed:
                 continue
+            log.debug("Starting plugin {name}", name=impl.plugin_name)
             try:
                 yield maybeDeferred(_call, impl, kwargs)
             except Exception:

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -238,8 +239,10 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True, timeout: float = 20.0) -> Daemon:
+        # A file, not a pipe: a pipe nobody drains fills up and blocks the daemon's logging.
+        self._out = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            self.argv, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            self.argv, env=self.env, cwd=self.cwd, stdout=self._out, stderr=subprocess.STDOUT
         )
         if wait:
             self.wait_ready(timeout)
@@ -262,7 +265,8 @@ class Daemon:
         assert self.proc is not None
         if self.proc.poll() is None:
             return ""
-        return self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+        self._out.seek(0)
+        return self._out.read().decode(errors="replace")
 
     def stop(self) -> int:
         assert self.proc is not None

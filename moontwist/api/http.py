@@ -223,7 +223,7 @@ class HTTPAPI:
             log.info("HTTP client went away during {method}", method=endpoint.method)
             return None
         if isinstance(exc, ServerError):
-            if isinstance(exc, ArgumentError) or exc.status >= 500:
+            if isinstance(exc, ArgumentError) or (exc.status >= 500 and exc.status != 503):
                 log.info("{method}: {message}", method=endpoint.method, message=exc.message)
             return self._fail(request, exc)
         log.failure("Unhandled error in {method}", failure, method=endpoint.method)

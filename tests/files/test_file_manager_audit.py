@@ -13,6 +13,7 @@ import pytest_twisted
 import treq
 from files.upload_client import BUILTINS, multipart_body, raw_upload
 from PIL import Image
+from twisted.internet.defer import succeed
 
 from mtclient import sleep, start_service
 
@@ -119,7 +120,7 @@ class ReadyKlippy:
         self.configfile = {"settings": {"virtual_sdcard": {"path": path}}}
 
     def add_subscription(self, owner, objects):
-        return None
+        return succeed(None)
 
 
 @pytest_twisted.ensureDeferred

@@ -33,8 +33,8 @@ class AuthorizationPlugin:
         open_access = not config.has_section("authorization")
         auth = AuthManager(server, config.section("authorization"), open_access)
         self.auth = auth
-        # Installed now, so nothing is reachable unauthenticated while the users load.
-        server.authorize = auth.authorize
+        # Until the users and the API key are loaded every request is told to come back (503).
+        server.authorize = _not_ready
         server.origin_allowed = auth.cors.allowed
         server.http_prepare = lambda request: prepare_http(auth.cors, request)
         server.provide("identify_credentials", self.identify_credentials)
@@ -45,21 +45,26 @@ class AuthorizationPlugin:
         for endpoint in AccessEndpoints(self.auth.server, self.auth).endpoints():
             register(endpoint)
 
-    # trylast: the database plugin must have opened the database (and imported Moonraker's).
-    @hookimpl(trylast=True)
+    # Runs right after the database plugin's (it is listed before this one), so requests are
+    # authorized as early as possible in a start or restart.
+    @hookimpl
     def startup(self, server: Any) -> Deferred:
         db = server.lookup("database")
         if db is None:
             raise RuntimeError("[authorization] needs the database plugin")
-        assert self.auth is not None
-        return Deferred.fromCoroutine(self.auth.start(db))
+        auth = self.auth
+        assert auth is not None
+
+        def ready(_: Any) -> None:
+            server.authorize = auth.authorize
+
+        return Deferred.fromCoroutine(auth.start(db)).addCallback(ready)
 
     @hookimpl
     def shutdown(self, server: Any) -> None:
         if self.auth is not None:
             self.auth.stop()
-        if server.authorize is not None and self.auth is not None and server.authorize == self.auth.authorize:
-            server.authorize = server.origin_allowed = server.http_prepare = None
+        server.authorize = server.origin_allowed = server.http_prepare = None
 
     @hookimpl
     def connection_opened(self, connection: Any) -> None:
@@ -75,3 +80,7 @@ class AuthorizationPlugin:
             conn.user = self.auth.check_jwt(access_token).info()
         else:
             raise ServerError("Unauthorized", 401)
+
+
+def _not_ready(request: Any) -> None:
+    raise ServerError("Authorization is not ready", 503)

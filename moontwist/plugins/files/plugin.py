@@ -100,10 +100,9 @@ class FileManagerPlugin:
         klippy = self.server.klippy
         if klippy is None:
             return
-        try:
-            klippy.add_subscription(self, {"print_stats": None, "virtual_sdcard": None})
-        except Exception as exc:
-            log.warn("File manager could not subscribe to print state: {e}", e=exc)
+        klippy.add_subscription(self, {"print_stats": None, "virtual_sdcard": None}).addErrback(
+            lambda f: log.info("File manager could not subscribe to print state: {e}", e=f.getErrorMessage())
+        )
         # the connection fetched Klippy's configfile during its start-up handshake
         settings = (klippy.configfile or {}).get("settings") or {}
         path = (settings.get("virtual_sdcard") or {}).get("path")

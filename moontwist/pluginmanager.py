@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "job_queue": "moontwist.plugins.job_queue:JobQueuePlugin",
     "webcam": "moontwist.plugins.webcams:WebcamPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
+    "update_manager": "moontwist.plugins.update_manager:UpdateManagerPlugin",
 }
 
 

@@ -1,0 +1,53 @@
+"""Fixtures for the update manager: services with real git repositories and fakes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mtclient import start_service
+
+BUILTINS = {
+    "server": "moontwist.plugins.server_info:ServerPlugin",
+    "database": "moontwist.plugins.database:DatabasePlugin",
+    "authorization": "moontwist.plugins.authorization:AuthorizationPlugin",
+    "machine": "moontwist.plugins.machine:MachinePlugin",
+    "update_manager": "moontwist.plugins.update_manager:UpdateManagerPlugin",
+}
+WITH_KLIPPY = {**BUILTINS, "klippy_apis": "moontwist.plugins.klippy_apis:KlippyAPIsPlugin"}
+
+
+def config(tmp: str, sections: str = "", manager: str = "", moonraker: str | None = None) -> str:
+    """A config whose Klipper and moontwist updaters point at nothing real unless given
+    (never at this checkout)."""
+    missing = os.path.join(tmp, "not-installed")
+    if moonraker is None:
+        moonraker = f"[update_manager moonraker]\npath: {missing}\n"
+    return (
+        "[server]\nhost: 127.0.0.1\n"
+        "[machine]\nprovider: recording\n"
+        f"[file_manager]\nklipper_path: {missing}\n"
+        f"[update_manager]\nsystem_provider: recording\nfetch_timeout: 5\n{manager}"
+        f"{moonraker}{sections}"
+    )
+
+
+def git_section(name: str, path: str, origin: str, extra: str = "") -> str:
+    return (
+        f"[update_manager {name}]\ntype: git_repo\npath: {path}\norigin: {origin}\n"
+        f"is_system_service: False\n{extra}"
+    )
+
+
+def plugin(svc):
+    return svc.server.plugins.pm.get_plugin("update_manager")
+
+
+async def start(tmp_path, text: str, builtins=None, **options):
+    return await start_service(str(tmp_path / "data"), text, builtins=builtins or BUILTINS, **options)
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return str(tmp_path)

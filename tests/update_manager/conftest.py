@@ -51,3 +51,32 @@ async def start(tmp_path, text: str, builtins=None, **options):
 @pytest.fixture
 def tmp(tmp_path):
     return str(tmp_path)
+
+
+async def ready(svc, timeout: float = 30.0):
+    """Wait for the start-up refresh; returns the plugin."""
+    from mtclient import wait_for
+
+    um = plugin(svc)
+    await wait_for(lambda: um.initial_refresh_complete, timeout=timeout)
+    return um
+
+
+async def until_complete(ws, timeout: float = 30.0) -> list[dict]:
+    """notify_update_response messages up to the one with complete: true."""
+    messages = []
+    while True:
+        note = await ws.next_notification("notify_update_response", timeout=timeout)
+        messages.append(note["params"][0])
+        if note["params"][0]["complete"]:
+            return messages
+
+
+async def rpc_error(ws, method, params=None):
+    from mtclient import RPCError
+
+    try:
+        await ws.call(method, params)
+    except RPCError as exc:
+        return exc
+    raise AssertionError(f"{method} succeeded")

@@ -120,10 +120,10 @@ class Git:
         except ProcessError as exc:
             lines = printed or (exc.result.output.splitlines() if exc.result else [])
             self._scan(lines)
-            self.messages.extend(lines[-20:])
-            what = "stalled" if exc.timed_out else "failed"
+            what = f"stalled after {self.attempts} attempts" if exc.timed_out else "failed"
             detail = next((line for line in reversed(lines) if line.startswith(("fatal:", "error:"))), "")
             message = f"Git Command 'git {' '.join(args)}' {what}" + (f": {detail}" if detail else "")
+            self.messages.extend(lines[-20:] or [message])
             raise GitError(message, lines, exc.exit_code, exc.timed_out) from None
         return result.stdout
 

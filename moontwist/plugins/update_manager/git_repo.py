@@ -347,13 +347,13 @@ class GitRepoUpdater(AppUpdater):
         else:
             version = GitVersion(UNKNOWN)
             self.upstream_commit = UNKNOWN
+            # the highest version the channel accepts (tag dates can tie)
             for sha, tag in (await self.git.tagged_commits(tip)).items():
                 candidate = GitVersion(tag)
-                if not candidate.valid:
+                if not candidate.valid or (version.valid and candidate <= version):
                     continue
                 if (self.channel == "stable" and candidate.is_final) or (self.channel == "beta" and not candidate.is_alpha):
                     self.upstream_commit, version = sha, candidate
-                    break
         if self.upstream_commit != UNKNOWN:
             self.commits_behind_count = int((await self.git.run("rev-list", f"HEAD..{self.upstream_commit}", "--count")).strip())
         return version
@@ -424,7 +424,12 @@ class GitRepoUpdater(AppUpdater):
             self.save(refreshed=False)
 
     async def update(self) -> bool:
-        await self._check_clean()
+        if self.corrupt or not self.repo_valid:
+            raise ServerError("Update aborted, repo not valid", 400)
+        try:
+            await self._check_clean()
+        except GitError as exc:
+            raise ServerError(f"Update aborted, repo not valid: {exc.message}", 400) from None
         if self.dirty:
             raise ServerError("Update aborted, repo has been modified", 400)
         if not self.is_valid:

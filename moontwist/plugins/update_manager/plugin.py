@@ -420,9 +420,12 @@ class UpdateManagerPlugin:
         }
 
     def notify_refreshed(self, delay: float = 0.2) -> None:
+        """``notify_update_refreshed`` with the status as it is now, shortly after the reply."""
+        status = self.status()
+
         def send() -> None:
             if self.running:
-                self.server.notify("notify_update_refreshed", self.status())
+                self.server.notify("notify_update_refreshed", status)
 
         self.reactor.callLater(delay, send)
 

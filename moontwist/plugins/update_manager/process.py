@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,10 +115,16 @@ async def _run_once(
     exe = argv[0] if os.path.isabs(argv[0]) else shutil.which(argv[0], path=env.get("PATH"))
     if exe is None:
         raise ProcessError(f"Command '{argv[0]}' not found")
+    spawn_argv = argv
+    # A command that may stall (fetch, pip) runs in its own session so that killing it
+    # also kills the helpers it started (git-remote-http keeps the output pipes open).
+    setsid = shutil.which("setsid") if inactivity is not None else None
+    if setsid is not None:
+        exe, spawn_argv = setsid, ("setsid", exe, *argv[1:])
     last_output = [reactor.seconds()]
     proto = _LineProtocol(on_line, lambda: last_output.__setitem__(0, reactor.seconds()))
     try:
-        transport = reactor.spawnProcess(proto, exe, argv, env=env, path=cwd)
+        transport = reactor.spawnProcess(proto, exe, spawn_argv, env=env, path=cwd)
     except OSError as exc:
         raise ProcessError(f"Unable to run '{argv[0]}': {exc}") from None
     started = reactor.seconds()
@@ -126,9 +133,13 @@ async def _run_once(
     def kill(reason: str) -> None:
         why.append(reason)
         try:
-            transport.signalProcess("KILL")
-        except error.ProcessExitedAlready:
+            if setsid is not None and transport.pid:
+                os.killpg(transport.pid, signal.SIGKILL)
+            else:
+                transport.signalProcess("KILL")
+        except (error.ProcessExitedAlready, ProcessLookupError, PermissionError):
             pass
+        transport.loseConnection()
 
     def watchdog() -> None:
         now = reactor.seconds()

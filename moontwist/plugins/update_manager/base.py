@@ -285,7 +285,7 @@ class AppUpdater(Updater):
         assert opts is not None
         default = [self.name] if opts.getboolean("is_system_service", True) else []
         services: list[str] = opts.getlist("managed_services", default, separator=None)
-        choices = [self.name, "klipper", "moonraker"]
+        choices = list(dict.fromkeys([self.name, "klipper", "moonraker"]))
         bad = [svc for svc in services if svc not in choices]
         if bad:
             self.server.config.extra_warnings.append(

@@ -224,7 +224,7 @@ class UpdateManagerPlugin:
 
     def _moontwist_defaults(self, channel: str | None) -> dict[str, Any] | None:
         root = source_root()
-        defaults: dict[str, Any] = {"managed_services": "moonraker"}
+        defaults: dict[str, Any] = {"managed_services": ["moonraker"]}
         if channel:
             defaults["channel"] = channel
         if _is_git_checkout(root):
@@ -242,7 +242,7 @@ class UpdateManagerPlugin:
             "moved_origin": "https://github.com/kevinoconnor/klipper.git",
             "requirements": "scripts/klippy-requirements.txt",
             "install_script": "scripts/install-octopi.sh",
-            "managed_services": "klipper",
+            "managed_services": ["klipper"],
         }
         if channel:
             defaults["channel"] = channel
@@ -266,9 +266,19 @@ class UpdateManagerPlugin:
             if key not in self.updaters:
                 log.info("Removing stale update_manager data: {key}", key=key)
                 self.store_ns.delete(key)
+        machine = self.server.lookup("machine_provider")
         for name, updater in self.updaters.items():
             data = stored.get(name)
             await updater.initialize(data if isinstance(data, dict) else {})
+            services = getattr(updater, "managed_services", [])
+            if machine is not None and name in services and not machine.allowed.is_allowed(name):
+                self.server.config.extra_warnings.append(
+                    f"[update_manager {name}]: moontwist is not permitted to restart service '{name}'.  To enable "
+                    f"management of this service add {name} to the bottom of the file "
+                    f"{self.server.path('moonraker.asvc')}.  To disable management for this service set "
+                    "'is_system_service: False' in the configuration for this section."
+                )
+                services.remove(name)
         self.running = True
         self.timer = self.reactor.callLater(0, self._auto_refresh)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import pytest_twisted
 
 from mtclient import start_service
 
@@ -80,3 +81,13 @@ async def rpc_error(ws, method, params=None):
     except RPCError as exc:
         return exc
     raise AssertionError(f"{method} succeeded")
+
+
+@pytest_twisted.async_yield_fixture
+async def github():
+    """The local GitHub API stand-in (see github_server.py)."""
+    from update_manager.github_server import serve
+
+    api, port = serve()
+    yield api
+    await port.stopListening()

@@ -58,6 +58,7 @@ class ReleaseUpdater(AppUpdater):
         if self.repo.count("/") != 1:
             raise options.error(f"Option 'repo' must be 'owner/name', got '{self.repo}'")
         self.owner, self.project_name = self.repo.split("/", 1)
+        self.configured_repo = self.repo
         self.persistent_files: list[str] = []
         if self.keeps_files:
             self.persistent_files = [p.strip("/") for p in options.getlist("persistent_files", [])]
@@ -154,9 +155,9 @@ class ReleaseUpdater(AppUpdater):
                 self.version = info["version"]
                 self.asset_name = info.get("asset_name") if isinstance(info.get("asset_name"), str) else None
                 detected = f"{info['project_owner']}/{info['project_name']}"
-                if detected.lower() != self.repo.lower():
+                if detected.lower() != self.configured_repo.lower():
                     self.anomalies.append(
-                        f"Value at option 'repo: {self.repo}' does not match detected repo '{detected}', "
+                        f"Value at option 'repo: {self.configured_repo}' does not match detected repo '{detected}', "
                         "falling back to detected version."
                     )
                     self.repo = detected

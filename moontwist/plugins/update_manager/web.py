@@ -40,9 +40,9 @@ class WebUpdater(ReleaseUpdater):
             if owner is None:
                 continue
             detected = f"{owner}/{name}"
-            if detected != self.repo.lower():
+            if detected != self.configured_repo.lower():
                 self.anomalies.append(
-                    f"Value at option 'repo: {self.repo}' does not match detected repo '{detected}', "
+                    f"Value at option 'repo: {self.configured_repo}' does not match detected repo '{detected}', "
                     "falling back to detected version."
                 )
                 self.repo, self.owner, self.project_name = detected, owner, name

@@ -257,8 +257,8 @@ class PythonUpdater(AppUpdater):
 
     def _requirement(self, rollback: bool) -> str:
         name = normalize_name(self.project_name) + (f"[{self.extras}]" if self.extras else "")
-        if self.source == "pip":
-            return f"{name}=={self.rollback_ref}" if rollback else name
+        if self.source == "pip":  # exactly the version the refresh reported
+            return f"{name}=={self.rollback_ref if rollback else self.upstream_version.full}"
         if rollback:
             ref = self.rollback_ref
         elif self.channel == "dev":

@@ -138,7 +138,6 @@ class Updater:
         self.last_refresh_time = 0.0
         self.last_config_hash = ""
         self.config_hash = ""
-        self.warnings_config: list[str] = []
 
     def finish_config(self) -> None:
         """Called once every option is read: fixes the configuration digest."""

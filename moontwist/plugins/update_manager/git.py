@@ -92,13 +92,14 @@ class Git:
         notify: bool = False,
         timeout: float = 30.0,
         stream: bool = False,
-        attempts: int = 1,
+        attempts: int | None = None,
         cwd_arg: bool = True,
     ) -> str:
         """Run ``git ARGS`` and return its stdout; raise :class:`GitError` on failure.
 
         ``stream`` commands (fetch, pull, clone) are killed when silent for
-        ``fetch_timeout`` seconds and retried up to the configured attempts.
+        ``fetch_timeout`` seconds and retried up to the configured attempts
+        (``attempts`` overrides).
         """
         argv = ["git", "-C", self.path, *args] if cwd_arg else ["git", *args]
         printed: list[str] = []
@@ -113,7 +114,7 @@ class Git:
                 argv,
                 timeout=timeout if not stream else max(timeout, 3600.0),
                 inactivity=self.fetch_timeout if stream else None,
-                attempts=self.attempts if stream else attempts,
+                attempts=attempts or (self.attempts if stream else 1),
                 notify=False,
                 on_line=on_line,
             )

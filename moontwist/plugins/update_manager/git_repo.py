@@ -534,7 +534,7 @@ class GitRepoUpdater(AppUpdater):
             try:
                 await self.git.run(
                     "clone", "--branch", self.primary_branch, "--progress", self.recovery_url, clone_path,
-                    notify=True, stream=True, cwd_arg=False,
+                    notify=True, stream=True, cwd_arg=False, attempts=1,
                 )
             except GitError as exc:
                 self.notify(f"Git Repo {self.name}: Git Clone Failed")

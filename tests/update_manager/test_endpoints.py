@@ -131,6 +131,11 @@ async def test_refused_while_printing(tmp_path):
         # the deprecated refresh flag is ignored during a print
         await ws.call("machine.update.status", {"refresh": True})
         assert um.updaters["app"].last_refresh_time == last
+        # so is a due automatic refresh (Moonraker issue #809: refreshes during prints)
+        um.clock = lambda: time.time() + 30 * 24 * 3600
+        assert um.updaters["app"].needs_refresh(um.clock())
+        await um._auto_refresh_once()
+        assert um.updaters["app"].last_refresh_time == last
         assert git(clone, "log", "-1", "--format=%s") == "second"
         await ws.call("printer.print.cancel")
         await wait_for(lambda: not svc.server.printing, timeout=20)

@@ -62,6 +62,6 @@ def pip_install(python: str, *args: str) -> None:
 def installed_version(python: str, name: str) -> str | None:
     out = subprocess.run(
         [python, "-c", f"from importlib import metadata\ntry:\n print(metadata.version({name!r}))\nexcept Exception:\n print('')"],
-        check=True, capture_output=True, text=True,
+        check=True, capture_output=True, text=True, cwd="/",  # not this checkout: its egg-info would answer
     ).stdout.strip()
     return out or None

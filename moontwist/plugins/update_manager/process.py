@@ -188,6 +188,9 @@ async def run(
     """
     args = tuple(argv)
     child_env = _child_env(env)
+    # Never the server's own working directory: a Python started there would import from it
+    # (``python -m pip`` in a source checkout sees that checkout's package metadata).
+    cwd = cwd or "/"
     for attempt in range(1, max(1, attempts) + 1):
         try:
             return await _run_once(args, reactor, cwd, child_env, timeout, inactivity, on_line)

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 CLIENT_TYPES = ("web", "mobile", "desktop", "display", "bot", "agent", "other")
 PERSISTENT = frozenset({"websocket", "unix"})
 OWN_LOG_NAMES = ("moonraker", "moontwist")
+# printer.cfg sections whose objects frontends need (print control, progress, pausing)
+KLIPPY_REQUIREMENTS = ("virtual_sdcard", "display_status", "pause_resume")
 
 
 class ServerPlugin:
@@ -31,7 +33,15 @@ class ServerPlugin:
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:
-        register(Endpoint("server.info", self.info, "/server/info", description="Server and Klippy status"))
+        register(
+            Endpoint(
+                "server.info",
+                self.info,
+                "/server/info",
+                args=(Arg("raw", "bool", False, description="Warnings as written (default: line breaks as <br/>)"),),
+                description="Server and Klippy status",
+            )
+        )
         register(Endpoint("server.config", self.config, "/server/config", description="The parsed configuration"))
         register(Endpoint("server.restart", self.restart, "/server/restart", ("POST",), description="Reload config and plugins"))
         register(
@@ -101,7 +111,18 @@ class ServerPlugin:
         )
 
     def info(self, request: APIRequest) -> dict[str, Any]:
-        return self.server.info()
+        info = self.server.info()
+        if not request.args["raw"]:
+            info["warnings"] = [w.replace("\n", "<br/>") for w in info["warnings"]]
+        info["missing_klippy_requirements"] = self.missing_klippy_requirements()
+        return info
+
+    def missing_klippy_requirements(self) -> list[str]:
+        """Printer objects Moonraker's clients rely on that a ready Klippy doesn't have."""
+        klippy = self.server.klippy
+        if klippy is None or not klippy.initialized or klippy.state != "ready":
+            return []
+        return [name for name in KLIPPY_REQUIREMENTS if name not in klippy.objects]
 
     def config(self, request: APIRequest) -> dict[str, Any]:
         cfg = self.server.config

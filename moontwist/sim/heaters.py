@@ -143,11 +143,13 @@ class Heaters:
                 return
             if self.printer.clock.eventtime() - last_report >= 1.0:
                 last_report = self.printer.clock.eventtime()
+                self.printer.toolhead.sync_print_time()
                 self.printer.gcode.respond_raw(self.temp_line())
             await self.printer.clock.sleep(0.05)
 
     def _set(self, heater: Heater, cmd: GCodeCommand) -> Heater:
         self.update()
+        self.printer.toolhead.sync_print_time()
         heater.set_target(cmd.get_float("S", 0.0))
         return heater
 
@@ -182,6 +184,7 @@ class Heaters:
         """SET_HEATER_TEMPERATURE HEATER=<name> TARGET=<degC>."""
         heater = self._heater(cmd, "HEATER")
         self.update()
+        self.printer.toolhead.sync_print_time()
         heater.set_target(cmd.get_float("TARGET", 0.0))
 
     async def cmd_temperature_wait(self, cmd: GCodeCommand) -> None:

@@ -19,11 +19,17 @@ class Fans:
         self.pins = {"BEEPER_pin": (0.0, 1000.0), "psu_pin": (1.0, 1.0)}
         self.led = [0.0, 0.0, 0.0, 0.0]
         g = printer.gcode
-        g.register("M106", self.cmd_m106)
-        g.register("M107", self.cmd_m107)
-        g.register("SET_FAN_SPEED", self.cmd_set_fan_speed)
-        g.register("SET_PIN", self.cmd_set_pin)
-        g.register("SET_LED", self.cmd_set_led)
+        for name, handler in (("M106", self.cmd_m106), ("M107", self.cmd_m107),
+                              ("SET_FAN_SPEED", self.cmd_set_fan_speed), ("SET_PIN", self.cmd_set_pin),
+                              ("SET_LED", self.cmd_set_led)):
+            g.register(name, self._timed(handler))
+
+    def _timed(self, handler):
+        """Like Klipper, a fan, pin or LED change is scheduled on the print time."""
+        def run(cmd: GCodeCommand) -> None:
+            handler(cmd)
+            self.printer.toolhead.sync_print_time()
+        return run
 
     def cmd_m106(self, cmd: GCodeCommand) -> None:
         """Set the part fan (S 0-255)."""
@@ -96,7 +102,13 @@ class Display:
 
 
 class IdleTimeout:
-    """idle_timeout: Idle -> Printing while moving -> Ready -> Idle after the timeout."""
+    """idle_timeout: Idle/Ready -> Printing -> Ready -> Idle after the timeout.
+
+    As in Klipper, anything that asks the toolhead for print time (moves,
+    dwells, heater, fan, pin and LED commands, heater waits) switches to
+    ``Printing`` at once; ``Ready`` follows when motion has drained and no
+    G-code is running.
+    """
 
     def __init__(self, printer) -> None:
         self.printer = printer
@@ -116,7 +128,8 @@ class IdleTimeout:
         """Move to Ready when motion stopped, to Idle after the (simulated) timeout."""
         printer = self.printer
         if self.state == "Printing":
-            if printer.toolhead.lookahead() <= 0 and not printer.vsd.active:
+            busy = printer.vsd.active or printer.gcode.lock.locked
+            if printer.toolhead.lookahead() <= 0 and not busy:
                 self.state = "Ready"
                 self.ready_since = printer.clock.sim()
         elif self.state == "Ready" and not printer.pause_resume.is_paused:

@@ -51,6 +51,14 @@ class Toolhead:
         self.print_time += duration
         self.printer.note_activity()
 
+    def sync_print_time(self) -> None:
+        """A timed command (heater, fan, pin) asks for print time, as Klipper's lookahead callbacks do.
+
+        After idling this restarts the motion clock, which is what switches
+        ``idle_timeout`` to ``Printing``.
+        """
+        self._queue(0.0)
+
     def dwell(self, seconds: float) -> None:
         """Queue a pause in motion."""
         self._queue(max(0.0, seconds))

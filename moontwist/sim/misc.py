@@ -197,6 +197,64 @@ class PauseResume:
         self.is_paused = False
 
 
+class MCUStats:
+    """The ``mcu`` object: the recorded MCU identity plus ``last_stats``, refreshed each second.
+
+    Klipper's statistics timer rebuilds ``last_stats`` once a second from the MCU's
+    load report, the serial queue counters and the clock sync (``freq``); the
+    simulated MCU is an atmega2560 at 16 MHz whose load and traffic rise while
+    the toolhead moves.
+    """
+
+    CLOCK = 16000000
+
+    def __init__(self, printer) -> None:
+        self.printer = printer
+        self.static = printer.static_status("mcu")
+        self.updated: float | None = None
+        self.bytes_write = 0
+        self.bytes_read = 0
+        self.seq = 1
+        self.print_time = printer.toolhead.print_time
+        self.stats: dict = {}
+
+    def _update(self, now: float) -> None:
+        print_time = self.printer.toolhead.print_time
+        queued = print_time - self.print_time  # simulated seconds of motion sent since the last report
+        self.print_time = print_time
+        moving = queued > 0
+        tick = int(now)
+        self.bytes_write += 34 + tick % 3 + int(queued * 2400)
+        self.bytes_read += 95 + tick % 4 + int(queued * 900)
+        self.seq += 2 + int(queued * 60)
+        self.stats = {
+            "mcu_awake": 0.024 if moving else 0.003,
+            "mcu_task_avg": round(0.000014 + (0.000006 if moving else 0.0) + tick % 4 * 1e-6, 6),
+            "mcu_task_stddev": round(0.000009 + tick % 3 * 1e-6, 6),
+            "bytes_write": self.bytes_write,
+            "bytes_read": self.bytes_read,
+            "bytes_retransmit": 9,
+            "bytes_invalid": 0,
+            "send_seq": self.seq,
+            "receive_seq": self.seq,
+            "retransmit_seq": 2,
+            "srtt": 0.001,
+            "rttvar": 0.0,
+            "rto": 0.025,
+            "ready_bytes": 0,
+            "upcoming_bytes": 0,
+            "freq": self.CLOCK - 120 + tick % 9 * 11,
+        }
+
+    def get_status(self) -> dict:
+        """``mcu_version``, ``mcu_build_versions``, ``mcu_constants`` and ``last_stats``."""
+        now = self.printer.clock.eventtime()
+        if self.updated is None or now - self.updated >= 1.0:
+            self.updated = now
+            self._update(now)
+        return {**self.static, "last_stats": dict(self.stats)}
+
+
 def system_stats() -> dict:
     """The ``system_stats`` object from this host."""
     memavail = 0

@@ -14,7 +14,7 @@ from .errors import GCodeError
 from .gcode import BASE_COMMANDS, GCodeCommand, GCodeDispatch
 from .heaters import Heaters
 from .macros import MACROS, Macros
-from .misc import BedMesh, Display, Fans, IdleTimeout, PauseResume, system_stats
+from .misc import BedMesh, Display, Fans, IdleTimeout, MCUStats, PauseResume, system_stats
 from .motion import GCodeMove, Toolhead
 from .printjob import PrintStats, VirtualSDCard
 
@@ -61,6 +61,7 @@ class Printer:
         self.fans = Fans(self)
         self.display = Display(self)
         self.bed_mesh = BedMesh(self)
+        self.mcu = MCUStats(self)
         self.macros = Macros(self)
         self._register_noops()
         self._providers = self._build_providers()
@@ -231,6 +232,7 @@ class Printer:
             "stepper_enable": lambda: {"steppers": dict(self.toolhead.steppers)},
             "motion_report": self._motion_report,
             "system_stats": system_stats,
+            "mcu": self.mcu.get_status,
         }
         for name in MACROS:
             providers["gcode_macro " + name] = lambda n=name: self.macros.get_status(n)

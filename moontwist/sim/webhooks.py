@@ -10,6 +10,8 @@ from typing import Any
 from twisted.internet.defer import maybeDeferred
 from twisted.python.failure import Failure
 
+from ..machine.cpuinfo import parse_cpuinfo
+from ..machine.hostfs import read_text
 from .errors import GCodeError, WebRequestError
 from .printer import SOFTWARE_VERSION, load_data
 
@@ -33,6 +35,15 @@ def get_arg(params: dict, key: str, kind: type | tuple, default: Any = _MISSING)
     return value
 
 
+def host_cpu_info(root: str = "/") -> str:
+    """This machine's CPU as Klippy describes it ("4 core ARMv7 Processor rev 4 (v7l)").
+
+    Read the way ``machine.system_info`` reads it, so both name the same CPU.
+    """
+    parsed = parse_cpuinfo(read_text(root, "/proc/cpuinfo") or "")
+    return f"{parsed['cpu_count'] or os.cpu_count()} core {parsed['cpu_desc'] or '?'}"
+
+
 def _objects_arg(params: dict) -> dict[str, list[str] | None]:
     objects = get_arg(params, "objects", dict)
     for fields in objects.values():
@@ -47,6 +58,7 @@ class Webhooks:
 
     def __init__(self, sim) -> None:
         self.sim = sim
+        self.cpu_info = host_cpu_info()
         self.remote_methods: dict[str, dict[object, dict]] = {}
         self.endpoints: dict[str, Callable] = {
             "list_endpoints": self.list_endpoints,
@@ -147,7 +159,7 @@ class Webhooks:
             "log_file": self.sim.log_path or "/home/pi/printer_data/logs/klippy.log",
             "config_file": "/home/pi/printer_data/config/printer.cfg",
             "software_version": SOFTWARE_VERSION,
-            "cpu_info": "2 core AMD EPYC",
+            "cpu_info": self.cpu_info,
         }
 
     def emergency_stop(self, conn, params: dict) -> dict:

@@ -11,6 +11,7 @@ import os
 import pytest_twisted
 import treq
 
+from moontwist.sim.webhooks import host_cpu_info
 from mtclient import start_service, wait_for
 from parity.shapes import DATA, recorded, shape_diff
 
@@ -128,3 +129,23 @@ async def test_upload_print_and_history_replies_match_moonraker(tmp_path):
         ws.sendClose()
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_simulated_klippy_reports_the_cpu_machine_system_info_reports(tmp_path):
+    svc = await _service(tmp_path)
+    try:
+        cpu = (await svc.get("/machine/system_info"))[1]["result"]["system_info"]["cpu_info"]
+        printer = (await svc.get("/printer/info"))[1]["result"]
+        assert printer["cpu_info"] == f"{cpu['cpu_count']} core {cpu['cpu_desc'] or '?'}"
+    finally:
+        await svc.service.stopService()
+
+
+def test_cpu_info_is_read_from_the_hosts_proc_cpuinfo(tmp_path):
+    (tmp_path / "proc").mkdir()
+    block = "processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+    (tmp_path / "proc" / "cpuinfo").write_text("\n".join(block.format(n=n) for n in range(4)))
+    assert host_cpu_info(str(tmp_path)) == "4 core Intel(R) Xeon(R) Processor"
+    (tmp_path / "proc" / "cpuinfo").write_text("processor : 0\nProcessor : ARMv7 Processor rev 4 (v7l)\n\nprocessor : 1\n")
+    assert host_cpu_info(str(tmp_path)) == "2 core ARMv7 Processor rev 4 (v7l)"

@@ -142,7 +142,12 @@ def notification(server: Server, method: str, params: list[Any] | None) -> None:
 
 @hookspec
 def job_state_changed(server: Server, old: str, new: str, status: dict[str, Any]) -> None:
-    """``print_stats.state`` changed (standby, printing, paused, complete, cancelled, error)."""
+    """``print_stats.state`` changed (standby, printing, paused, complete, cancelled, error).
+
+    A print that started (and maybe ended) between two status updates still
+    arrives as ``old -> printing`` (then ``printing -> new``); see
+    :mod:`moontwist.klippy.jobstate`.
+    """
 
 
 @hookspec

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from moontwist import __version__
 from moontwist.api.errors import ServerError
+from moontwist.klippy.jobstate import job_transitions
 from moontwist.klippy.protocol import KlippyProtocol
 from moontwist.klippy.subscriptions import SubscriptionManager, normalize
 
@@ -55,6 +56,7 @@ class KlippyConnection:
         self._retry_call: Any = None
         self._running = False
         self._print_state: str | None = None
+        self._print_expected = False  # moontwist started a print no update has shown yet
         self.request_timeout = REQUEST_TIMEOUT
 
     # public state ---------------------------------------------------------------------
@@ -232,21 +234,65 @@ class KlippyConnection:
 
     def status_changed(self, changed: dict[str, dict[str, Any]], eventtime: float) -> None:
         """Printer objects changed: update the cache, tell subscribers, track states."""
+        stats = changed.get("print_stats")
+        prev = dict(self.status.get("print_stats") or {}) if stats else None
         self.subscriptions.push(changed, eventtime)
         webhooks = changed.get("webhooks")
         if webhooks and "state" in webhooks and webhooks["state"] != self.state:
             self._set_state(webhooks["state"], self.status.get("webhooks", {}).get("state_message", ""))
-        stats = changed.get("print_stats")
-        if stats and "state" in stats and stats["state"] != self._print_state:
-            old, self._print_state = self._print_state, stats["state"]
-            self.server.emit("job_state_changed", old=old or "standby", new=stats["state"], status=self.status)
+        if stats:
+            prev["state"] = self._print_state or "standby"
+            self._emit_job_states(job_transitions(prev, stats, self._print_expected))
         self.server.emit("status_update", status=changed, eventtime=eventtime)
+
+    def _emit_job_states(self, steps: list[tuple[str, str]]) -> None:
+        for old, new in steps:
+            if new == "printing":
+                self._print_expected = False
+            self._print_state = new
+            self.server.emit("job_state_changed", old=old, new=new, status=self.status)
+
+    # prints moontwist starts -------------------------------------------------------------
+
+    def expect_print(self) -> None:
+        """moontwist is about to start a print: the next change of a finished print_stats is it."""
+        self._print_expected = True
+
+    def print_not_started(self) -> None:
+        """The print start failed; nothing is expected any more."""
+        self._print_expected = False
+
+    def confirm_print(self) -> Deferred:
+        """After a print start succeeded: report a print no status update has shown.
+
+        A print that finished at once with the same durations as the one before
+        leaves print_stats unchanged, so nothing is pushed; Klippy's answer to a
+        query (sent after that tick's pushes) tells whether it ran.
+        """
+        if not self._print_expected:
+            return succeed(None)
+
+        def check(result: dict[str, Any]) -> None:
+            if not self._print_expected:
+                return
+            self._print_expected = False
+            state = ((result or {}).get("status", {}).get("print_stats") or {}).get("state")
+            if state in ("complete", "cancelled", "error") and state == self._print_state:
+                self._emit_job_states([(state, "printing"), ("printing", state)])
+
+        def failed(failure: Failure) -> None:
+            self._print_expected = False
+            log.info("Could not confirm the print start: {e}", e=failure.getErrorMessage())
+
+        d = self.query({"print_stats": None}).addCallbacks(check, failed)
+        return d.addErrback(lambda f: log.failure("Recording a print start failed", f))
 
     def _on_lost(self, proto: KlippyProtocol, reason: Failure) -> None:
         if proto is not self._proto:
             return
         self._proto = None
         self.initialized = False
+        self._print_expected = False
         pending, self._pending = self._pending, {}
         for d, _method, timer in pending.values():
             if timer is not None and timer.active():

@@ -1,7 +1,8 @@
 """The ``history`` plugin: print jobs recorded from ``print_stats`` and ``server.history.*``.
 
 A job starts when ``print_stats`` goes to ``printing`` (not when a paused print
-resumes) and ends as ``completed``, ``cancelled`` (also a return to
+resumes; a print that ran entirely between two status updates arrives as a
+start and an end, see :mod:`moontwist.klippy.jobstate`) and ends as ``completed``, ``cancelled`` (also a return to
 ``standby``, which is how a ``CANCEL_PRINT`` macro without
 ``BASE_CANCEL_PRINT`` ends), ``error``, ``klippy_shutdown``,
 ``klippy_disconnect`` or ``server_exit``.  Jobs left ``in_progress`` by a crash

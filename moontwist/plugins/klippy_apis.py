@@ -212,7 +212,13 @@ class KlippyAPIsPlugin:
             raise ServerError(f"Invalid argument 'filename': {filename!r} contains a line break", 400)
         quoted = filename.replace('"', '\\"')  # as Moonraker sends it
         self.server.emit("print_requested", filename=filename, user=user)
-        await self.klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
+        self.klippy.expect_print()
+        try:
+            await self.klippy.gcode(f'SDCARD_PRINT_FILE FILENAME="{quoted}"')
+        except BaseException:
+            self.klippy.print_not_started()
+            raise
+        self.klippy.confirm_print()
 
     async def _pause_resume(self, action: str) -> str:
         # Klippy replies when the macro has run (RESUME may reheat): no time limit.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+PLUGIN_NAME = "klippy_apis"
+
 # arguments of the HTTP query form that are not object names
 _NOT_OBJECTS = frozenset({"connection_id", "path_tail", "objects"})
+# Klippy endpoints only moontwist itself may call (as in Moonraker)
+RESERVED_ENDPOINTS = frozenset({"list_endpoints", "gcode/subscribe_output", "register_remote_method"})
+_KLIPPY_ENDPOINT = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+)*")
 
 
 def _objects_arg(request: APIRequest) -> dict[str, Any]:
@@ -140,6 +146,44 @@ class KlippyAPIsPlugin:
     @hookimpl
     def connection_closed(self, connection: Any) -> None:
         self.klippy.subscriptions.drop(connection)
+
+    @hookimpl
+    def klippy_state_changed(self, state: str) -> None:
+        if state in ("ready", "shutdown", "error"):
+            self.klippy.request("list_endpoints", {}).addCallbacks(self._add_klippy_endpoints, self._no_endpoints)
+
+    # Klippy's own endpoints ----------------------------------------------------------------
+
+    def _add_klippy_endpoints(self, result: dict[str, Any]) -> None:
+        """Serve each endpoint Klippy lists as ``/printer/<endpoint>`` and ``printer.<endpoint>``.
+
+        Like Moonraker: GET and POST, arguments passed on as they are; an endpoint
+        moontwist serves itself (``/printer/info``, ``/printer/objects/query``...) keeps its own handler.
+        """
+        registry = self.server.registry
+        for name in (result or {}).get("endpoints", []):
+            if not isinstance(name, str) or name in RESERVED_ENDPOINTS or not _KLIPPY_ENDPOINT.fullmatch(name):
+                continue
+            method, path = "printer." + name.replace("/", "."), "/printer/" + name
+            if registry.by_method(method) is not None or registry.routes(path):
+                continue
+            registry.add(
+                Endpoint(
+                    method,
+                    self._klippy_endpoint,
+                    path,
+                    ("GET", "POST"),
+                    description=f"Klippy's '{name}' endpoint, passed through",
+                    plugin=PLUGIN_NAME,
+                    extra={"klippy_endpoint": name},
+                )
+            )
+
+    def _no_endpoints(self, failure: Any) -> None:
+        log.info("Klippy's endpoint list is not available: {e}", e=failure.getErrorMessage())
+
+    def _klippy_endpoint(self, request: APIRequest) -> Any:
+        return self.klippy.request(request.endpoint.extra["klippy_endpoint"], dict(request.args))
 
     # handlers ---------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from moontwist import jsonutil
 from moontwist.api.args import parse_query
 from moontwist.api.errors import ArgumentError, ServerError
 from moontwist.api.jsonrpc import call_handler
+from moontwist.api.prefix import strip_route_prefix
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
 
 if TYPE_CHECKING:
@@ -66,6 +67,11 @@ class APIResource(Resource):
         self.klein = api.app.resource()
 
     def render(self, request: Request) -> Any:
+        prefix = self.api.route_prefix
+        if prefix and not strip_route_prefix(request, prefix):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", JSON_TYPE)
+            return error_body(404, f"Not Found: routes are below {prefix}")
         if request.path == b"/websocket" or self.api.server.registry.match(_route_path(request)) is None:
             return self.klein.render(request)
         return self._respond(request, self.api.dispatch(request))
@@ -111,6 +117,7 @@ class HTTPAPI:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.route_prefix = ""  # [server] route_prefix, set at each start
 
     def resource(self) -> APIResource:
         return APIResource(self)

@@ -33,6 +33,9 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
     def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
         if not self.server.running:
             raise ConnectionDeny(503, "Server is not ready")
+        full = self.server.lookup("websockets_full")
+        if full is not None and full():
+            raise ConnectionDeny(503, "Maximum number of websocket connections reached")
         origin = request.headers.get("origin")
         checker = self.server.origin_allowed
         if origin and (checker is None or not checker(origin, request.headers.get("host"))):

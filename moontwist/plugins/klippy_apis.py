@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
+from moontwist.api.klippysocket import KlippyBridges
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.hookspecs import hookimpl
 from moontwist.klippy.connection import KlippyConnection
@@ -68,6 +69,7 @@ class KlippyAPIsPlugin:
         section = config.section("simulator")
         self.sim_speed = section.getfloat("speed", 1.0, above=0.0)
         self.simulator: Any = None
+        self.bridges = KlippyBridges(server)
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:
@@ -109,6 +111,13 @@ class KlippyAPIsPlugin:
             Endpoint("printer.print.pause", self.print_pause, "/printer/print/pause", post, description="Pause the print"),
             Endpoint("printer.print.resume", self.print_resume, "/printer/print/resume", post, description="Resume the print"),
             Endpoint("printer.print.cancel", self.print_cancel, "/printer/print/cancel", post, description="Cancel the print"),
+            Endpoint(
+                "klippysocket",
+                self.klippysocket,
+                "/klippysocket",
+                transports=frozenset({"http"}),
+                description="Websocket upgrade: a raw bridge to Klippy's API socket (messages without 0x03)",
+            ),
         ):
             register(endpoint)
 
@@ -132,11 +141,13 @@ class KlippyAPIsPlugin:
         self.klippy = KlippyConnection(server, path)
         server.klippy = self.klippy
         server.provide("start_print", self.start_print)
+        server.provide("klippy_bridges", self.bridges)
         self.klippy.start()
 
     @hookimpl
     @inlineCallbacks
     def shutdown(self, server: Server) -> Any:
+        self.bridges.close_all()
         self.klippy.stop()
         server.klippy = None
         if self.simulator is not None:
@@ -232,6 +243,9 @@ class KlippyAPIsPlugin:
         if not self.klippy.connected:
             raise ServerError("Klippy Disconnected", 503)
         return self.klippy.subscriptions.subscribe(conn, normalize(_objects_arg(request)))
+
+    async def klippysocket(self, request: APIRequest) -> Any:
+        return await self.bridges.open(request.http_request, self.server.klippy_uds_address)
 
     def endstops(self, request: APIRequest) -> Any:
         return self.klippy.request("query_endstops/status", {})

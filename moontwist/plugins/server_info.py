@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, maybeDeferred
 
+from moontwist import __version__
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
 from moontwist.api.openapi import openapi_document, openrpc_document
+from moontwist.api.prefix import parse_route_prefix
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
+from moontwist.config import Config, ConfigError
 from moontwist.hookspecs import hookimpl
+from moontwist.plugins.landing_page import LandingInfo, render_landing_page
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -18,6 +23,7 @@ if TYPE_CHECKING:
 CLIENT_TYPES = ("web", "mobile", "desktop", "display", "bot", "agent", "other")
 PERSISTENT = frozenset({"websocket", "unix"})
 OWN_LOG_NAMES = ("moonraker", "moontwist")
+MAX_WEBSOCKETS = 50  # Moonraker's default for max_websocket_connections
 # printer.cfg sections whose objects frontends need (print control, progress, pausing)
 KLIPPY_REQUIREMENTS = ("virtual_sdcard", "display_status", "pause_resume")
 
@@ -28,11 +34,42 @@ class ServerPlugin:
     server: Server
 
     @hookimpl
-    def configure(self, server: Server) -> None:
+    def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        section = config.section("server")
+        try:
+            server.http_api.route_prefix = parse_route_prefix(section.get("route_prefix", None))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.max_websockets = section.getint("max_websocket_connections", MAX_WEBSOCKETS, minval=1)
+        server.provide("websockets_full", self.websockets_full)
+
+    def websockets_full(self) -> bool:
+        """Whether ``max_websocket_connections`` (websockets and Klippy bridges together) are open."""
+        bridges = self.server.lookup("klippy_bridges")
+        count = self.server.connections.count("websocket") + (len(bridges) if bridges is not None else 0)
+        return count >= self.max_websockets
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:
+        http_only = frozenset({"http"})
+        register(
+            Endpoint(
+                "server.landing_page", self.landing_page, "/", transports=http_only, auth=False,
+                description="An HTML page about this server, for a person opening its address in a browser",
+            )
+        )
+        register(
+            Endpoint(
+                "server.redirect",
+                self.redirect,
+                "/server/redirect",
+                transports=http_only,
+                args=(Arg("url", description="Where to go; its origin must be allowed by cors_domains"),),
+                auth=False,
+                description="Redirect (302) to a URL whose origin the CORS settings allow",
+            )
+        )
         register(
             Endpoint(
                 "server.info",
@@ -116,6 +153,41 @@ class ServerPlugin:
             info["warnings"] = [w.replace("\n", "<br/>") for w in info["warnings"]]
         info["missing_klippy_requirements"] = self.missing_klippy_requirements()
         return info
+
+    def landing_page(self, request: APIRequest) -> bytes:
+        server = self.server
+        klippy = server.klippy
+        sudo = server.lookup("sudo_alerts")
+        info = LandingInfo(
+            version=__version__,
+            prefix=server.http_api.route_prefix,
+            remote_ip=request.ip,
+            authorized=request.user is not None,
+            klippy_state=server.klippy_state,
+            klippy_message=klippy.state_message if klippy is not None else "",
+            websocket_count=server.connections.count("websocket"),
+            warnings=list(server.warnings),
+            sudo_messages=sudo.messages if sudo is not None else [],
+        )
+        request.http_request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return render_landing_page(info)
+
+    def redirect(self, request: APIRequest) -> bytes:
+        url = request.args.get("url")
+        if not url:
+            raise ServerError("No url argument provided", 400)
+        parts = urlsplit(url) if url.isprintable() else None
+        allowed = self.server.origin_allowed
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or allowed is None
+            or not allowed(f"{parts.scheme}://{parts.netloc}", None)
+        ):
+            raise ServerError(f"Unauthorized URL redirect: {url}", 400)
+        request.http_request.redirect(url.encode("utf-8"))
+        return b""
 
     def missing_klippy_requirements(self) -> list[str]:
         """Printer objects Moonraker's clients rely on that a ready Klippy doesn't have."""

@@ -1,0 +1,166 @@
+"""``/klippysocket``: a websocket bridged to a connection of its own on Klippy's API socket.
+
+As Moonraker's bridge: each text or binary message is written to Klippy with
+the 0x03 terminator added, each message from Klippy goes out as one text frame
+without it.  Nothing is decoded, so the streaming "dump" endpoints
+(``motion_report/dump_stepper``, ``adxl345/dump_adxl345``) cost no JSON work.
+The connection ends when either side closes; Klippy closes its clients when it
+restarts.  Authorization happens on the upgrade request (API key header, JWT
+or a oneshot ``token`` in the query), before Klippy is contacted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from moontwist.api.errors import ServerError
+
+if TYPE_CHECKING:
+    from moontwist.server import Server
+
+__all__ = ["KlippyBridges", "MAX_KLIPPY_MESSAGE"]
+
+log = Logger()
+
+ETX = b"\x03"
+MAX_KLIPPY_MESSAGE = 20 * 1024 * 1024  # as Moonraker's limit on one message from Klippy
+MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+
+
+class KlippyStream(Protocol):
+    """The Klippy side of one bridge: splits Klippy's output on 0x03."""
+
+    def __init__(self) -> None:
+        self.bridge: KlippyBridge | None = None
+        self.pending: list[bytes] = []  # messages that arrived before the websocket opened
+        self.buffer = b""
+        self.lost = False
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+        self.buffer += data
+        *messages, self.buffer = self.buffer.split(ETX)
+        for message in messages:
+            if self.bridge is not None:
+                self.bridge.sendMessage(message, isBinary=False)
+            else:
+                self.pending.append(message)
+        if len(self.buffer) > MAX_KLIPPY_MESSAGE:
+            log.warn("Klippy sent a message over {limit} bytes to a bridge; closing it", limit=MAX_KLIPPY_MESSAGE)
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+        self.lost = True
+        if self.bridge is not None:
+            self.bridge.close(CLOSE_GOING_AWAY, "Klippy Disconnected")
+
+    def close(self) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.loseConnection()
+
+
+class KlippyBridge(WebSocketServerProtocol):
+    """The websocket side of one bridge."""
+
+    stream: KlippyStream
+    bridges: KlippyBridges
+
+    def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
+        self.peer_ip = getattr(self.transport.getPeer(), "host", None)
+
+    def onOpen(self) -> None:  # noqa: N802
+        transport = self.transport
+        if transport is not None and self.stream.transport is not None:
+            # twisted.web's HTTPChannel stays registered after the upgrade: a slow
+            # websocket reader now pauses reading from Klippy instead.
+            transport.unregisterProducer()
+            transport.registerProducer(self.stream.transport, True)
+        self.bridges.opened(self)
+        self.stream.bridge = self
+        pending, self.stream.pending = self.stream.pending, []
+        for message in pending:
+            self.sendMessage(message, isBinary=False)
+        if self.stream.lost:
+            self.close(CLOSE_GOING_AWAY, "Klippy Disconnected")
+        else:
+            log.info("Klippy bridge opened from {ip}", ip=self.peer_ip)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802
+        if not self.stream.lost:
+            self.stream.transport.write(payload + ETX)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
+        self.stream.close()
+        if self.bridges.closed(self):
+            log.info("Klippy bridge from {ip} closed: {code} {reason}", ip=self.peer_ip, code=code, reason=reason or "")
+
+    def close(self, code: int, reason: str) -> None:
+        # sendClose only accepts 1000 and 3000-4999; a server may also say 1001.
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code, reason.encode()[:120], isReply=False)
+
+
+class KlippyBridges:
+    """The open bridges of one server, and the handler that opens new ones."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self._open: set[KlippyBridge] = set()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def opened(self, bridge: KlippyBridge) -> None:
+        self._open.add(bridge)
+
+    def closed(self, bridge: KlippyBridge) -> bool:
+        if bridge in self._open:
+            self._open.discard(bridge)
+            return True
+        return False
+
+    def close_all(self, reason: str = "Server shutting down") -> None:
+        for bridge in list(self._open):
+            bridge.close(CLOSE_GOING_AWAY, reason)
+            bridge.stream.close()
+
+    async def open(self, http: Any, socket_path: str) -> WebSocketResource:
+        """Connect to Klippy for an (authorized) upgrade request; the resource completes the upgrade."""
+        if (http.getHeader(b"upgrade") or b"").lower() != b"websocket":
+            raise ServerError("/klippysocket expects a websocket upgrade request", 400)
+        full = self.server.lookup("websockets_full")
+        if full is not None and full():
+            raise ServerError("Maximum number of websocket connections reached", 503)
+        origin = http.getHeader(b"origin")
+        if origin is not None:
+            checker = self.server.origin_allowed
+            host = http.getHeader(b"host")
+            if checker is None or not checker(origin.decode("latin-1"), host.decode("latin-1") if host else None):
+                raise ServerError(f"Origin {origin.decode('latin-1')} is not allowed", 403)
+        endpoint = UNIXClientEndpoint(self.server.reactor, socket_path, timeout=2)
+        try:
+            stream = await connectProtocol(endpoint, KlippyStream())
+        except Exception as exc:
+            raise ServerError(f"Failed to open a connection to Klippy: {exc}", 503) from None
+        factory = WebSocketServerFactory()
+        factory.protocol = type("BoundKlippyBridge", (KlippyBridge,), {"stream": stream, "bridges": self})
+        factory.setProtocolOptions(
+            maxFramePayloadSize=MAX_CLIENT_MESSAGE,
+            maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
+            autoPingInterval=30,
+            autoPingTimeout=60,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+        )
+        if http._disconnected:
+            stream.close()
+            raise ServerError("Client went away", 400)
+        # rendered at once by the HTTP transport; from then on the bridge's onClose closes the stream
+        return WebSocketResource(factory)

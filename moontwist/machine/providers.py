@@ -17,6 +17,7 @@ from twisted.internet import defer, task
 from moontwist.api.errors import ServerError
 from moontwist.machine.commands import DEFAULT_TIMEOUT, CommandError, run_command
 from moontwist.machine.services import AllowedServices, normalize
+from moontwist.machine.sudo import needs_password
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class ServiceProvider:
         self.reactor = reactor if reactor is not None else _default_reactor()
         self._states: dict[str, ServiceState] = {}
         self._listeners: list[StateListener] = []
+        # called with (action, needed) after a command run through sudo: refused for a password, or ran
+        self.sudo_listener: Callable[[str, bool], None] | None = None
         self._poller: task.LoopingCall | None = None
 
     # -- state -----------------------------------------------------------------------------
@@ -73,6 +76,10 @@ class ServiceProvider:
     def remove_state_listener(self, listener: StateListener) -> None:
         """Stop calling ``listener``."""
         self._listeners.remove(listener)
+
+    def _sudo_result(self, action: str, needed: bool) -> None:
+        if self.sudo_listener is not None:
+            self.sudo_listener(action, needed)
 
     def _set_states(self, states: dict[str, ServiceState], *, replace: bool = False) -> None:
         """Record new states and notify listeners of each one that changed."""
@@ -210,11 +217,25 @@ class SystemctlProvider(ServiceProvider):
             raise ValueError(f"shutdown_action must be 'poweroff' or 'halt', not {shutdown_action!r}")
         self.shutdown_action = shutdown_action
 
-    async def _systemctl(self, *args: str, privileged: bool = False) -> str:
-        argv = (*self.sudo, "systemctl", *args) if privileged else ("systemctl", *args)
-        result = await run_command(
-            argv, timeout=self.timeout, path_env=self.path_env, reactor=self.reactor
-        )
+    async def _systemctl(self, *args: str, privileged: str | None = None) -> str:
+        """Run systemctl; ``privileged`` (what it does, for sudo alerts) runs it through sudo."""
+        with_sudo = bool(privileged and self.sudo)
+        argv = (*self.sudo, "systemctl", *args) if with_sudo else ("systemctl", *args)
+        try:
+            result = await run_command(
+                argv, timeout=self.timeout, path_env=self.path_env, reactor=self.reactor
+            )
+        except CommandError as exc:
+            if with_sudo and exc.result is not None and needs_password(exc.result.stderr):
+                self._sudo_result(privileged, needed=True)
+                raise CommandError(
+                    f"sudo needs a password to {privileged}: allow "
+                    f"'{' '.join(argv[len(self.sudo):])}' without a password in sudoers",
+                    result=exc.result,
+                ) from None
+            raise
+        if with_sudo:
+            self._sudo_result(privileged, needed=False)
         return result.stdout
 
     async def refresh(self) -> None:
@@ -236,13 +257,13 @@ class SystemctlProvider(ServiceProvider):
         self._set_states(states, replace=True)
 
     async def _service_action(self, action: str, name: str) -> None:
-        await self._systemctl(action, "--", f"{name}.service", privileged=True)
+        await self._systemctl(action, "--", f"{name}.service", privileged=f"{action} the {name} service")
         d = defer.ensureDeferred(self.refresh())
         d.addErrback(lambda f: log.warning("Service state refresh failed: %s", f.value))
 
     async def _power_action(self, action: str) -> None:
         verb = self.shutdown_action if action == "shutdown" else "reboot"
-        await self._systemctl(verb, privileged=True)
+        await self._systemctl(verb, privileged="shut down the host" if action == "shutdown" else "reboot the host")
 
 
 _SUPERVISOR_ACTIVE = {

@@ -23,6 +23,7 @@ from moontwist.machine.commands import CommandError, find_executable, run_comman
 from moontwist.machine.peripherals import serial_devices, usb_devices, video_devices
 from moontwist.machine.providers import PROVIDERS, ServiceProvider, make_provider
 from moontwist.machine.services import AllowedServices, normalize
+from moontwist.machine.sudo import SudoAlerts
 from moontwist.machine.sysinfo import static_info, system_info
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class MachinePlugin:
                 "'sudo -n' (or directly as root); configure passwordless sudo for systemctl instead"
             )
         self.self_unit = own_unit()
+        self.sudo = SudoAlerts(lambda alert: server.notify("notify_sudo_alert", alert))
         self.static: dict[str, Any] = {}
         self.rolling_over = False
 
@@ -119,9 +121,11 @@ class MachinePlugin:
             for unit in (KLIPPER_UNIT, self.self_unit):
                 self.provider.set_state(unit, "active", "running")
         self.provider.add_state_listener(self._state_changed)
+        self.provider.sudo_listener = self._sudo_result
         self.provider.start_polling(POLL_INTERVAL)
         server.provide("machine_provider", self.provider)
         server.provide("klippy_log_rollover", self.klippy_log_rollover)
+        server.provide("sudo_alerts", self.sudo)
         log.info("System provider: {kind}, own unit {unit}", kind=kind, unit=self.self_unit)
 
     @hookimpl
@@ -133,6 +137,12 @@ class MachinePlugin:
 
     def _state_changed(self, change: dict[str, Any]) -> None:
         self.server.notify("notify_service_state_changed", change)
+
+    def _sudo_result(self, action: str, needed: bool) -> None:
+        if needed:
+            self.sudo.needed(action)
+        else:
+            self.sudo.succeeded(action)
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:
@@ -235,7 +245,12 @@ class MachinePlugin:
         access: bool | None = None
         if request.args["check_access"]:
             access = os.geteuid() == 0 or await self._sudo_works()
-        return {"sudo_access": access, "linux_user": _user(), "sudo_requested": False, "request_messages": []}
+        return {
+            "sudo_access": access,
+            "linux_user": _user(),
+            "sudo_requested": self.sudo.requested,
+            "request_messages": self.sudo.messages,
+        }
 
     async def _sudo_works(self) -> bool:
         try:

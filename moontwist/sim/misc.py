@@ -271,28 +271,66 @@ def system_stats() -> dict:
 
 
 class BedMesh:
-    """bed_mesh with a flat simulated mesh."""
+    """bed_mesh with a flat simulated mesh and session profiles (BED_MESH_PROFILE)."""
+
+    MIN, MAX, COUNT = (24.0, 6.0), (238.0, 210.0), 7
 
     def __init__(self, printer) -> None:
         self.printer = printer
         self.profile = ""
         self.matrix: list[list[float]] = [[]]
+        self.profiles: dict[str, dict] = {}
         g = printer.gcode
         g.register("BED_MESH_CALIBRATE", self.cmd_calibrate)
         g.register("BED_MESH_CLEAR", self.cmd_clear)
         g.register("BED_MESH_OUTPUT", lambda cmd: self.output())
+        g.register("BED_MESH_PROFILE", self.cmd_profile)
+
+    def _params(self) -> dict:
+        return {"min_x": self.MIN[0], "max_x": self.MAX[0], "min_y": self.MIN[1], "max_y": self.MAX[1],
+                "x_count": self.COUNT, "y_count": self.COUNT, "mesh_x_pps": 2, "mesh_y_pps": 2,
+                "algo": "bicubic", "tension": 0.2}
 
     async def cmd_calibrate(self, cmd: GCodeCommand) -> None:
-        """Probe 7x7 points (takes simulated time) and activate the mesh."""
+        """Probe 7x7 points (takes simulated time), activate the mesh and keep it as ``default``."""
         self.printer.toolhead.dwell(49 * 0.6)
         await self.printer.toolhead.wait_moves()
         self.profile = "default"
-        self.matrix = [[0.0] * 7 for _ in range(7)]
+        self.matrix = [[0.0] * self.COUNT for _ in range(self.COUNT)]
+        self.profiles = {**self.profiles, "default": {"points": [list(r) for r in self.matrix],
+                                                      "mesh_params": self._params()}}
         gcode = self.printer.gcode
         gcode.respond_info("Mesh Bed Leveling Complete")
         gcode.respond_info(
             "Bed Mesh state has been saved to profile [default]\nfor the current session.  "
             "The SAVE_CONFIG command will\nupdate the printer config file and restart the printer.")
+
+    def cmd_profile(self, cmd: GCodeCommand) -> None:
+        """BED_MESH_PROFILE LOAD=|SAVE=|REMOVE=<name> (kept for this session)."""
+        gcode = self.printer.gcode
+        for action in ("LOAD", "SAVE", "REMOVE"):
+            name = cmd.get(action, None)
+            if name is None:
+                continue
+            if action == "LOAD":
+                if name not in self.profiles:
+                    raise GCodeError(f"bed_mesh: Unknown profile [{name}]")
+                self.profile = name
+                self.matrix = [list(r) for r in self.profiles[name]["points"]]
+            elif action == "SAVE":
+                if not self.profile:
+                    gcode.respond_info(f"Unable to save to profile [{name}], the bed has not been probed")
+                    return
+                self.profiles = {**self.profiles, name: {"points": [list(r) for r in self.matrix],
+                                                         "mesh_params": self._params()}}
+                self.profile = name
+            else:
+                if name not in self.profiles:
+                    gcode.respond_info(f"No profile named [{name}] to remove")
+                    return
+                self.profiles = {k: v for k, v in self.profiles.items() if k != name}
+            return
+        gcode.respond_info(f"Invalid syntax '{cmd.line}'")
 
     def cmd_clear(self, cmd: GCodeCommand) -> None:
         """Deactivate the mesh."""
@@ -311,9 +349,10 @@ class BedMesh:
         active = bool(self.profile)
         return {
             "profile_name": self.profile,
-            "mesh_min": [24.0, 6.0] if active else [0.0, 0.0],
-            "mesh_max": [238.0, 210.0] if active else [0.0, 0.0],
+            "mesh_min": list(self.MIN) if active else [0.0, 0.0],
+            "mesh_max": list(self.MAX) if active else [0.0, 0.0],
             "probed_matrix": [list(row) for row in self.matrix],
             "mesh_matrix": [list(row) for row in self.matrix],
-            "profiles": {},
+            "profiles": {name: {"points": [list(r) for r in p["points"]], "mesh_params": dict(p["mesh_params"])}
+                         for name, p in self.profiles.items()},
         }

@@ -161,7 +161,8 @@ class KlippyAPIsPlugin:
     @hookimpl
     def klippy_state_changed(self, state: str) -> None:
         if state in ("ready", "shutdown", "error"):
-            self.klippy.request("list_endpoints", {}).addCallbacks(self._add_klippy_endpoints, self._no_endpoints)
+            d = self.klippy.request("list_endpoints", {}).addCallbacks(self._add_klippy_endpoints, self._no_endpoints)
+            d.addErrback(lambda f: log.failure("Registering Klippy's endpoints failed", f))
 
     # Klippy's own endpoints ----------------------------------------------------------------
 
@@ -171,6 +172,8 @@ class KlippyAPIsPlugin:
         Like Moonraker: GET and POST, arguments passed on as they are; an endpoint
         moontwist serves itself (``/printer/info``, ``/printer/objects/query``...) keeps its own handler.
         """
+        if self.server.klippy is not self.klippy:  # the reply came after this plugin stopped
+            return
         registry = self.server.registry
         for name in (result or {}).get("endpoints", []):
             if not isinstance(name, str) or name in RESERVED_ENDPOINTS or not _KLIPPY_ENDPOINT.fullmatch(name):

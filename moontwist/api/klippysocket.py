@@ -32,7 +32,6 @@ ETX = b"\x03"
 MAX_KLIPPY_MESSAGE = 20 * 1024 * 1024  # as Moonraker's limit on one message from Klippy
 MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
 CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
 
 
 class KlippyStream(Protocol):
@@ -41,20 +40,26 @@ class KlippyStream(Protocol):
     def __init__(self) -> None:
         self.bridge: KlippyBridge | None = None
         self.pending: list[bytes] = []  # messages that arrived before the websocket opened
-        self.buffer = b""
+        self.partial: list[bytes] = []  # the start of a message still missing its 0x03
+        self.partial_size = 0
         self.lost = False
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
-        self.buffer += data
-        *messages, self.buffer = self.buffer.split(ETX)
-        for message in messages:
-            if self.bridge is not None:
-                self.bridge.sendMessage(message, isBinary=False)
-            else:
-                self.pending.append(message)
-        if len(self.buffer) > MAX_KLIPPY_MESSAGE:
-            log.warn("Klippy sent a message over {limit} bytes to a bridge; closing it", limit=MAX_KLIPPY_MESSAGE)
-            self.transport.abortConnection()
+        *complete, rest = data.split(ETX)
+        if complete:
+            complete[0] = b"".join(self.partial) + complete[0]
+            self.partial, self.partial_size = [], 0
+            for message in complete:
+                if self.bridge is not None:
+                    self.bridge.sendMessage(message, isBinary=False)
+                else:
+                    self.pending.append(message)
+        if rest:
+            self.partial.append(rest)
+            self.partial_size += len(rest)
+            if self.partial_size > MAX_KLIPPY_MESSAGE:
+                log.warn("Klippy sent a message over {limit} bytes to a bridge; closing it", limit=MAX_KLIPPY_MESSAGE)
+                self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         self.lost = True

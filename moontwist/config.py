@@ -164,6 +164,10 @@ class Config:
                 raise ConfigError(f"Error parsing secrets file '{path}': {exc}") from None
             self._secrets = {s: dict(parser.items(s)) for s in parser.sections()}
 
+    def secrets(self) -> dict[str, dict[str, Any]]:
+        """The secrets file's values by section (empty when none is loaded), for templates."""
+        return {name: dict(values) for name, values in (self._secrets or {}).items()}
+
     def _resolve(self, section: str, option: str, value: str) -> str:
         def sub(match: re.Match[str]) -> str:
             if self._secrets is None:

@@ -42,6 +42,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "webcam": "moontwist.plugins.webcams:WebcamPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
     "update_manager": "moontwist.plugins.update_manager:UpdateManagerPlugin",
+    "power": "moontwist.plugins.power:PowerPlugin",
 }
 
 
@@ -100,13 +101,19 @@ class PluginManager:
             return
         try:
             plugin = _instantiate(loader())
-            if getattr(plugin, "optional", False) and not self.server.config.has_section(
-                getattr(plugin, "section", name)
-            ):
+            if getattr(plugin, "optional", False) and not self._configured(plugin, name):
                 return
             self.pm.register(plugin, name=name)
         except Exception:
             self._fail(name, Failure())
+
+    def _configured(self, plugin: Any, name: str) -> bool:
+        """Whether an optional plugin's section exists, or one starting with its ``section_prefixes``."""
+        config = self.server.config
+        if config.has_section(getattr(plugin, "section", name)):
+            return True
+        prefixes = tuple(getattr(plugin, "section_prefixes", ()))
+        return bool(prefixes) and any(section.startswith(prefixes) for section in config.sections())
 
     def register(self, plugin: Any, name: str) -> None:
         """Register a plugin object at run time (tests, embedding)."""

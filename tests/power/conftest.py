@@ -11,7 +11,9 @@ async def fakes():
     box = Fakes()
     yield box
     for fake in box.started:
-        await fake.stop()
+        stopped = fake.stop()
+        if stopped is not None:
+            await stopped
 
 
 @pytest_twisted.async_yield_fixture

@@ -36,10 +36,10 @@ def waveform(code: str) -> list[tuple[int, float]]:
     return steps
 
 
-def _play(line: OutputLine, steps: list[tuple[int, float]]) -> None:
+def _play(line: OutputLine, steps: list[tuple[int, float]], sleep: Any = time.sleep) -> None:
     for level, seconds in steps:
         line.set(bool(level))
-        time.sleep(seconds)
+        sleep(seconds)
 
 
 class RFDriver(GpioDriver):
@@ -73,4 +73,6 @@ class RFDriver(GpioDriver):
         return state
 
     def send(self, line: OutputLine, code: str) -> Any:
-        return deferToThread(_play, line, waveform(code))
+        return deferToThread(_play, line, waveform(code), self.sleep)
+
+    sleep = staticmethod(time.sleep)

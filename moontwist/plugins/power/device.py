@@ -143,6 +143,8 @@ class PowerDevice:
         self.energy_field: Any = None
         self._poller: LoopingCall | None = None
         self._init: Deferred | None = None
+        self._init_round = 0  # a newer initialize() ends the loop of an older one
+        self.read_error: DeviceError | None = None
         self._timer_call: Any = None
         self._shutdown_call: Any = None
         self._restart_call: Any = None
@@ -199,9 +201,10 @@ class PowerDevice:
         ``initial_state`` and start polling.  Drivers that aren't ready at start-up call it later."""
         if self._stopped:
             return
+        self._init_round += 1
         if self._init is not None:
             self._init.cancel()
-        self._init = ensureDeferred(self._initialize())
+        self._init = ensureDeferred(self._initialize(self._init_round))
         self._init.addErrback(lambda f: f.trap(CancelledError))
 
     # the API ------------------------------------------------------------------------------
@@ -223,12 +226,12 @@ class PowerDevice:
             read_ok = await self._refresh()
             current = self.state
             if action == "status":
-                await self._settle_external()
+                self._settle_external()
                 return self.state
             if action == "toggle":
                 action = "on" if current == "off" else "off"
             if action == current:
-                await self._settle_external()
+                self._settle_external()
                 return current
             if not read_ok and isinstance(self.read_error, DeviceTimeout):
                 self._publish()
@@ -283,9 +286,11 @@ class PowerDevice:
         except DeviceError as exc:
             log.warn("Power device {name}: stopping failed: {error}", name=self.name, error=_describe(exc))
 
-    async def _initialize(self) -> None:
-        while not self._stopped:
+    async def _initialize(self, round_: int) -> None:
+        while not self._stopped and round_ == self._init_round:
             async with self.lock:
+                if self._stopped or round_ != self._init_round:
+                    return
                 ok = await self._refresh()
                 if ok:
                     await self._apply_initial_state()
@@ -371,7 +376,7 @@ class PowerDevice:
 
     async def _refresh(self) -> bool:
         """Read the state; on failure the state is ``error`` (logged once) and False is returned."""
-        self.read_error: DeviceError | None = None
+        self.read_error = None
         try:
             state = self._check_state(await self._call(self.driver.read_state()))
         except DeviceError as exc:
@@ -403,7 +408,7 @@ class PowerDevice:
         self.server.notify("notify_power_changed", self.info())
         return True
 
-    async def _settle_external(self) -> None:
+    def _settle_external(self) -> None:
         """A change seen by reading the state (polling, a status request) or pushed by the device."""
         if self.state != self.published and self.published is not None:
             self._changed(external=True)
@@ -413,7 +418,7 @@ class PowerDevice:
 
     async def _external_change(self) -> None:
         async with self.lock:
-            await self._settle_external()
+            self._settle_external()
 
     def _changed(self, external: bool) -> None:
         self._publish()

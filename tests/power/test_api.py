@@ -6,7 +6,7 @@ import pytest_twisted
 from power.fake_http import FakeTasmota
 from power.service import log_text, start_power
 
-from mtclient import connect_unix, start_service
+from mtclient import connect_unix, start_service, wait_for
 
 
 def tasmota(name: str, fake: FakeTasmota, extra: str = "") -> str:
@@ -213,3 +213,32 @@ async def test_polling_notices_changes_made_elsewhere(tmp_path, fakes, services)
     plug.hang = True  # the plug stops answering: polling reports it
     assert (await ws.next_notification("notify_power_changed", timeout=5))["params"][0]["status"] == "error"
     ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_restart_rebuilds_devices_and_stops_the_old_ones(tmp_path, fakes, services):
+    plug = fakes.start(FakeTasmota())
+    svc = await start_power(
+        tmp_path,
+        tasmota("printer", plug, "poll_interval: 1\nbound_services:\n  nosuchservice\n  klipper")
+        + "[machine]\nprovider: recording\n",
+    )
+    services.append(svc)
+    warnings = (await svc.get("/server/info"))[1]["result"]["warnings"]
+    assert any("bound service 'nosuchservice' ignored: it is not in moonraker.asvc" in w for w in warnings)
+    assert svc.power.devices["printer"].bound_services == ["klipper"]
+    old = svc.power.devices["printer"]
+    assert await svc.post("/server/restart") == (200, {"result": "ok"})
+    code, body = await svc.get("/machine/device_power/devices")
+    assert code in (200, 503)
+
+    def restarted():
+        plugins = svc.server.plugins
+        return svc.server.running and plugins is not None and plugins.pm.get_plugin("power") not in (None, svc.power)
+
+    await wait_for(restarted)
+    new = svc.server.plugins.pm.get_plugin("power")
+    await wait_for(lambda: new.devices["printer"].state == "off")
+    assert old._stopped and old._poller is not None and not old._poller.running
+    assert (await svc.post("/machine/device_power/on?printer"))[1] == {"result": {"printer": "on"}}
+    assert plug.relays[1]

@@ -391,7 +391,7 @@ class PowerDevice:
 
     def _failed(self, what: str, exc: DeviceError) -> None:
         message = f"{what}: {exc}"
-        if message != self.last_error:
+        if message != self.last_error and not self._stopped:
             log.warn("Power device {name}: {message}", name=self.name, message=message)
         self.last_error = message
 

@@ -176,7 +176,7 @@ class DeviceHTTP:
 def _reason(exc: BaseException) -> str:
     reasons = getattr(exc, "reasons", None)  # ResponseFailed & co wrap Failures
     if reasons:
-        return "; ".join(r.getErrorMessage() for r in reasons)
+        return "; ".join(r.getErrorMessage() or r.type.__name__ for r in reasons)
     return str(exc) or type(exc).__name__
 
 

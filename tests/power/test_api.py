@@ -153,7 +153,7 @@ async def test_credentials_required_when_authorization_is_configured(tmp_path, f
 async def test_hung_device_errors_within_its_timeout_and_delays_nobody(tmp_path, fakes, services):
     hung = fakes.start(FakeTasmota())
     fine = fakes.start(FakeTasmota())
-    svc = await start_power(tmp_path, tasmota("hung", hung, "timeout: 1.0") + tasmota("fine", fine))
+    svc = await start_power(tmp_path, tasmota("hung", hung, "timeout: 2") + tasmota("fine", fine))
     services.append(svc)
     ws = await svc.ws()
     hung.hang = True
@@ -165,7 +165,7 @@ async def test_hung_device_errors_within_its_timeout_and_delays_nobody(tmp_path,
     # requests to one device wait on each other: the second has not reached the device yet
     assert len([r for r in hung.requests if r.query["cmnd"] == "Power1"]) == 2  # start-up read + the pending one
     code, body = await pending
-    assert code == 400 and "hung" in body["error"]["message"] and "no answer within 1 s" in body["error"]["message"]
+    assert code == 400 and "hung" in body["error"]["message"] and "no answer within 2 s" in body["error"]["message"]
     note = await ws.next_notification("notify_power_changed")
     while note["params"][0]["device"] != "hung":
         note = await ws.next_notification("notify_power_changed")

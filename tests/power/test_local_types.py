@@ -20,13 +20,14 @@ async def switch(svc, name: str, action: str):
 @pytest_twisted.ensureDeferred
 async def test_gpio_lines_inverted_initial_state_and_timer(tmp_path, services, monkeypatch):
     chip = FakeChip().install(monkeypatch)
+    chip.held.add(20)  # another program holds line 20
     svc = await start_power(
         tmp_path,
         "[power relay]\ntype: gpio\npin: gpio26\n"
         "[power led]\ntype: gpio\npin: !gpiochip0/gpio16\ninitial_state: on\n"
         "[power buzzer]\ntype: gpio\npin: gpio5\ntimer: 1\n"
         "[power ghost]\ntype: gpio\npin: gpiochip7/gpio1\n"
-        "[power busy]\ntype: gpio\npin: gpio26\n"
+        "[power busy]\ntype: gpio\npin: gpio20\n"
         "[power bad]\ntype: gpio\npin: ^gpio3\n",
     )
     services.append(svc)

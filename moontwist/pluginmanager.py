@@ -42,6 +42,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "webcam": "moontwist.plugins.webcams:WebcamPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
     "update_manager": "moontwist.plugins.update_manager:UpdateManagerPlugin",
+    "mqtt": "moontwist.plugins.mqtt:MQTTPlugin",
+    "sensor": "moontwist.plugins.sensors:SensorsPlugin",
 }
 
 
@@ -100,13 +102,16 @@ class PluginManager:
             return
         try:
             plugin = _instantiate(loader())
-            if getattr(plugin, "optional", False) and not self.server.config.has_section(
-                getattr(plugin, "section", name)
-            ):
+            if getattr(plugin, "optional", False) and not self._configured(getattr(plugin, "section", name)):
                 return
             self.pm.register(plugin, name=name)
         except Exception:
             self._fail(name, Failure())
+
+    def _configured(self, section: str) -> bool:
+        """Whether ``[section]`` or a ``[section NAME]`` exists."""
+        config = self.server.config
+        return config.has_section(section) or any(s.startswith(section + " ") for s in config.sections())
 
     def register(self, plugin: Any, name: str) -> None:
         """Register a plugin object at run time (tests, embedding)."""

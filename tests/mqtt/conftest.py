@@ -44,3 +44,10 @@ async def peer(broker):
 @pytest.fixture
 def kit():
     return SimpleNamespace(start_mqtt=start_mqtt, INSTANCE=INSTANCE, Peer=Peer, Mosquitto=Mosquitto)
+
+
+def pytest_collection_modifyitems(items):
+    """A hung broker conversation fails the test in a minute instead of the suite's five."""
+    for item in items:
+        if "tests/mqtt/" in str(item.fspath).replace("\\", "/") and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(90))

@@ -101,7 +101,11 @@ def _check_topic(topic: Any, *, wildcards: bool) -> str:
 
 @implementer(IReadDescriptor, IWriteDescriptor)
 class _Watcher:
-    """A socket registered with the reactor; read and write events go to the given callables."""
+    """A socket registered with the reactor; read and write events go to the given callables.
+
+    An error or hang-up on the socket (which the reactor reports as a lost
+    connection, not as an event) goes to ``on_read`` too: reading finds out what happened.
+    """
 
     def __init__(self, sock: socket.socket, on_read: Callable[[], None], on_write: Callable[[], None]) -> None:
         self.sock = sock
@@ -119,7 +123,7 @@ class _Watcher:
         self.on_write()
 
     def connectionLost(self, reason: Failure) -> None:  # noqa: N802
-        pass
+        self.on_read()
 
     def logPrefix(self) -> str:  # noqa: N802
         return "mqtt"
@@ -275,7 +279,7 @@ class MQTTClient:
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return fail(ServerError(f"MQTT publish failed: {paho.error_string(rc)}", 503))
             return succeed(None)
-        if info.is_published():
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and info.is_published():
             return succeed(None)
         d = Deferred(lambda _: self._acks.pop(info.mid, None))
         self._acks[info.mid] = d
@@ -425,7 +429,8 @@ class MQTTClient:
 
         def done() -> None:
             stop()
-            d.callback(None)
+            if not d.called:
+                d.callback(None)
 
         def stop() -> None:
             (reactor.removeWriter if write else reactor.removeReader)(watcher)

@@ -183,12 +183,18 @@ class Peer:
         return await _timeout(self._queue(topic).get(), timeout, f"a message on {topic}")
 
     async def next_json(self, topic: str, timeout: float = 5.0, skip: Any = None) -> Any:
-        """The next JSON message on ``topic`` for which ``skip`` (if given) is false."""
+        """The next JSON message on ``topic`` (within ``timeout``) for which ``skip`` (if given) is false."""
+        deadline = time.monotonic() + timeout
+        seen = []
         while True:
-            payload, _ = await self.next(topic, timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no wanted message on {topic} within {timeout} s; skipped {seen[-3:]}")
+            payload, _ = await self.next(topic, left)
             value = json.loads(payload)
             if skip is None or not skip(value):
                 return value
+            seen.append(value)
 
     async def rpc(self, instance: str, method: str, params: Any = None, timeout: float = 5.0, raw: bytes | None = None) -> Any:
         """A JSON-RPC call over MQTT: the whole reply (result or error)."""

@@ -50,4 +50,4 @@ def pytest_collection_modifyitems(items):
     """A hung broker conversation fails the test in a minute instead of the suite's five."""
     for item in items:
         if "tests/mqtt/" in str(item.fspath).replace("\\", "/") and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(90))
+            item.add_marker(pytest.mark.timeout(60))

@@ -129,7 +129,6 @@ class MQTTPlugin:
         self._status_cache: dict[str, dict[str, Any]] = {}
         self._status_time = 0.0
         self._status_timer: LoopingCall | None = None
-        self._klippy_connected = False
         self._waiting: set[defer.Deferred] = set()
 
     # registration ---------------------------------------------------------------------------
@@ -320,13 +319,12 @@ class MQTTPlugin:
     @hookimpl
     def klippy_state_changed(self, state: str) -> None:
         self.discovery.klippy_state_changed(state)
-        connected = state != "disconnected"
-        was, self._klippy_connected = self._klippy_connected, connected
-        if not connected:
+        if state == "disconnected":
             self._flush_status()
             return
+        # startup, ready, shutdown, error: the whole current status (as Moonraker does once Klippy is identified)
         klippy = self.server.klippy
-        if not was and self.status_request and klippy is not None:
+        if self.status_request and klippy is not None:
             self._publish_status(pick(klippy.status, self.status_request, fill=False), klippy.subscriptions.eventtime)
 
     def _flush_status(self) -> None:

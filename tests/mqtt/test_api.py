@@ -73,6 +73,11 @@ async def test_request_reply_and_errors(tmp_path, broker, kit):
         assert parse == {"jsonrpc": "2.0", "error": {"code": -32700, "message": "Parse error"}, "id": None}
         invalid = await peer.rpc(INSTANCE, "", raw=b'"just a string"')
         assert invalid["error"]["code"] == -32600
+        # too deep for the parser, and too big: errors, and the next request still works
+        deep = await peer.rpc(INSTANCE, "", raw=b"[" * 5000 + b"]" * 5000)
+        assert deep["error"]["code"] in (-32700, -32600)
+        huge = await peer.rpc(INSTANCE, "", raw=b'{"jsonrpc":"2.0","method":"server.info","params":{"x":"' + b"x" * (17 << 20) + b'"},"id":1}', timeout=20)
+        assert huge["error"]["code"] == -32600 and "larger than" in huge["error"]["message"]
         assert (await peer.rpc(INSTANCE, "server.info"))["result"]["klippy_state"] == "disconnected"
     finally:
         peer.close()

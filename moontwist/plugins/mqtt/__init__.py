@@ -47,6 +47,7 @@ log = Logger()
 OWNER = "mqtt"
 DUPLICATE_REQUEST = -10000
 TIMESTAMPS_KEPT = 20
+MAX_REQUEST = 16 * 1024 * 1024  # as on the websocket
 # Publishing and subscribing over MQTT itself would be redundant (as in Moonraker).
 ENDPOINT_TRANSPORTS = TRANSPORTS - {"mqtt"}
 
@@ -229,7 +230,11 @@ class MQTTPlugin:
         """A JSON-RPC request (or batch) arrived on the request topic: dispatch it, publish the reply."""
         dispatcher = self.server.dispatcher
         reply: Any
-        if b"mqtt_timestamp" in payload:
+        if len(payload) > MAX_REQUEST:
+            log.info("MQTT API request of {size} bytes refused", size=len(payload))
+            error = {"code": -32600, "message": f"Invalid Request: larger than {MAX_REQUEST} bytes"}
+            reply = jsonutil.dumpb({"jsonrpc": "2.0", "error": error, "id": None})
+        elif b"mqtt_timestamp" in payload:
             try:
                 obj = jsonutil.loads(payload)
             except jsonutil.JSONDecodeError:

@@ -7,7 +7,7 @@ import json
 import pytest_twisted
 from mqtt.broker import Peer, wait_until
 
-from mtclient import sleep, start_service
+from mtclient import Daemon, sleep, start_service
 
 INSTANCE = "printer1"
 STATUS = f"{INSTANCE}/moonraker/status"
@@ -213,3 +213,23 @@ async def test_no_mqtt_section_no_plugin(tmp_path):
         assert code == 404
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_daemon_over_mqtt(tmp_path, broker):
+    """``twistd -n moontwist`` as a child process: online, a request, offline at SIGTERM."""
+    peer = await _listening_peer(broker)
+    datapath = tmp_path / "daemon"
+    (datapath / "config").mkdir(parents=True)
+    config = datapath / "config" / "moontwist.conf"
+    config.write_text(f"[server]\n[mqtt]\naddress: 127.0.0.1\nport: {broker.port}\ninstance_name: {INSTANCE}\n")
+    daemon = Daemon(str(datapath), "--config", str(config), "--no-simulate")
+    daemon.start(wait=False)
+    try:
+        assert await peer.next_json(STATUS, timeout=30) == {"server": "online"}
+        reply = await peer.rpc(INSTANCE, "server.info")
+        assert "mqtt" in reply["result"]["components"]
+    finally:
+        daemon.stop()
+    assert await peer.next_json(STATUS, timeout=10) == {"server": "offline"}
+    peer.close()

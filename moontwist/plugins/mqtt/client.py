@@ -263,6 +263,8 @@ class MQTTClient:
         QoS 1/2 messages published while disconnected are sent after the next
         connect; a QoS 0 message fails at once with 503 then.
         """
+        if not self._running:
+            return fail(ServerError("MQTT client is not running", 503))
         try:
             qos = _check_qos(self.default_qos if qos is None else qos)
             _check_topic(topic, wildcards=False)
@@ -542,6 +544,9 @@ class MQTTClient:
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or len(buf) == before:
                 break
         self._run_events()
+        if client._sock is sock and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            # decrypted bytes the kernel no longer reports as readable
+            self.reactor.callLater(0, self._do_read)
 
     def _do_write(self) -> None:
         self.paho.loop_write()

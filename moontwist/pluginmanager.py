@@ -42,7 +42,10 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "webcam": "moontwist.plugins.webcams:WebcamPlugin",
     "announcements": "moontwist.plugins.announcements:AnnouncementsPlugin",
     "update_manager": "moontwist.plugins.update_manager:UpdateManagerPlugin",
+    # mqtt before power and sensor: their devices use its client
+    "mqtt": "moontwist.plugins.mqtt:MQTTPlugin",
     "power": "moontwist.plugins.power:PowerPlugin",
+    "sensor": "moontwist.plugins.sensors:SensorsPlugin",
 }
 
 
@@ -108,12 +111,12 @@ class PluginManager:
             self._fail(name, Failure())
 
     def _configured(self, plugin: Any, name: str) -> bool:
-        """Whether an optional plugin's section exists, or one starting with its ``section_prefixes``."""
+        """Whether an optional plugin's ``[section]`` or a ``[section NAME]`` exists (or one of its
+        ``section_prefixes``, e.g. power's ``power_group ``)."""
         config = self.server.config
-        if config.has_section(getattr(plugin, "section", name)):
-            return True
-        prefixes = tuple(getattr(plugin, "section_prefixes", ()))
-        return bool(prefixes) and any(section.startswith(prefixes) for section in config.sections())
+        section = getattr(plugin, "section", name)
+        prefixes = (section + " ", *getattr(plugin, "section_prefixes", ()))
+        return config.has_section(section) or any(s.startswith(prefixes) for s in config.sections())
 
     def register(self, plugin: Any, name: str) -> None:
         """Register a plugin object at run time (tests, embedding)."""

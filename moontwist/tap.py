@@ -55,7 +55,7 @@ class MoontwistService(service.MultiService):
         super().__init__()
         self.server = server
         self.reactor = reactor or server.reactor
-        self.site = APISite(server.root_resource())
+        self.site = APISite(server.root_resource(), reactor=self.reactor)
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
         self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured

@@ -13,7 +13,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from moontwist import jsonutil
-from moontwist.api.errors import ArgumentError
+from moontwist.api.errors import ArgumentError, ServerError
+from moontwist.api.limits import check_depth
 
 __all__ = ["Arg", "REQUIRED", "parse_query", "validate", "json_schema"]
 
@@ -51,15 +52,21 @@ class Arg:
     minimum: float | None = None
     maximum: float | None = None
     nullable: bool = False
+    # The type of every element of a "list" argument.
+    items: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.type not in _SCHEMA_TYPES:
             raise ValueError(f"Arg {self.name!r}: unknown type {self.type!r}")
+        if self.items is not None and (self.type != "list" or self.items not in _SCHEMA_TYPES):
+            raise ValueError(f"Arg {self.name!r}: items={self.items!r} needs type 'list' and a known item type")
 
     def schema(self) -> dict[str, Any]:
         """This argument as a JSON schema fragment."""
         out = dict(_SCHEMA_TYPES[self.type])
+        if self.items is not None:
+            out["items"] = dict(_SCHEMA_TYPES[self.items])
         if self.nullable and "type" in out:
             out["type"] = [out["type"], "null"]
         if self.description:
@@ -133,14 +140,36 @@ def _convert(arg: Arg, value: Any) -> Any:
     expected_type, word = (list, "an array") if kind == "list" else (dict, "an object")
     if isinstance(value, str):
         if kind == "list" and not value.lstrip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            text = value
+            try:
+                value = jsonutil.loads(text)
+            except ValueError:
+                raise _bad(arg, text, word) from None
+            try:
+                check_depth(text, value)
+            except ServerError as exc:
+                raise ArgumentError(f"Invalid argument '{arg.name}': {exc.message}", arg.name) from None
+    if not isinstance(value, expected_type):
+        raise _bad(arg, value, word)
+    if arg.items is not None:
+        return _convert_items(arg, value)
+    return value
+
+
+def _convert_items(arg: Arg, values: list[Any]) -> list[Any]:
+    item = Arg(arg.name, arg.items or "any")
+    out = []
+    for index, value in enumerate(values):
         try:
-            value = jsonutil.loads(value)
-        except ValueError:
-            raise _bad(arg, value, word) from None
-    if isinstance(value, expected_type):
-        return value
-    raise _bad(arg, value, word)
+            out.append(_convert(item, value))
+        except ArgumentError:
+            raise ArgumentError(
+                f"Invalid argument '{arg.name}': item {index} must be {_ITEM_WORDS[item.type]}, got {_describe(value)}",
+                arg.name,
+            ) from None
+    return out
 
 
 def validate(args: Sequence[Arg], raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +196,15 @@ def validate(args: Sequence[Arg], raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_ITEM_WORDS = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "a boolean",
+    "list": "an array",
+    "dict": "an object",
+    "any": "a value",
+}
 _HINTS = {"int", "bool", "float", "json", "str"}
 
 
@@ -183,11 +221,16 @@ def parse_query(query: str | bytes) -> dict[str, Any]:
         arg = Arg(name, {"json": "any", "str": "str"}.get(hint, hint))
         if hint == "json":
             try:
-                out[name] = jsonutil.loads(value)
+                decoded = jsonutil.loads(value)
             except ValueError:
                 raise ArgumentError(
                     f"Invalid argument '{name}': expected JSON (type hint ':json'), got {_describe(value)}", name
                 ) from None
+            try:
+                check_depth(value, decoded)
+            except ServerError as exc:
+                raise ArgumentError(f"Invalid argument '{name}': {exc.message}", name) from None
+            out[name] = decoded
         else:
             out[name] = _convert(arg, value)
     return out

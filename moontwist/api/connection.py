@@ -70,6 +70,20 @@ class Connection:
     """State shared by every persistent JSON-RPC connection."""
 
     transport_name = "websocket"
+    _user: dict[str, Any] | None = None
+
+    @property
+    def user(self) -> dict[str, Any] | None:
+        """Who this connection authenticated as (None: nobody)."""
+        return self._user
+
+    @user.setter
+    def user(self, value: dict[str, Any] | None) -> None:
+        self._user = value
+        self.user_changed()
+
+    def user_changed(self) -> None:
+        """The connection logged in, out, or lost its credentials (subclasses adjust their limits)."""
 
     def init_connection(self, ip: str | None) -> None:
         self.connection_id = next(_ids)

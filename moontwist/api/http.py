@@ -14,8 +14,10 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from moontwist import jsonutil
 from moontwist.api.args import parse_query
+from moontwist.api.channel import APIChannel
 from moontwist.api.errors import ArgumentError, ServerError
 from moontwist.api.jsonrpc import call_handler
+from moontwist.api.limits import check_depth
 from moontwist.api.prefix import strip_route_prefix
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
 
@@ -28,7 +30,6 @@ log = Logger()
 _JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 JSON_TYPE = b"application/json; charset=UTF-8"
-MAX_ARGS_BODY = 16 * 1024 * 1024
 
 
 def error_body(status: int, message: str) -> bytes:
@@ -36,12 +37,20 @@ def error_body(status: int, message: str) -> bytes:
 
 
 class APISite(Site):
-    """A Site that doesn't log every request (Moonraker logs access only when debugging)."""
+    """A Site that doesn't log every request (Moonraker logs access only when debugging).
+
+    A connection idle for ``timeOut`` seconds is closed; a request head must
+    arrive within ``header_timeout`` seconds of its first byte (see APIChannel).
+    """
 
     displayTracebacks = False
     noisy = False
+    protocol = APIChannel
+    header_timeout = 20.0
+    idle_timeout = 120.0
 
     def __init__(self, resource: Any, access_log: bool = False, **kwargs: Any) -> None:
+        kwargs.setdefault("timeout", self.idle_timeout)
         super().__init__(resource, **kwargs)
         self.access_log = access_log
 
@@ -180,12 +189,10 @@ class HTTPAPI:
         content = request.content
         if content is None:
             return args
+        # The body's size was checked on the headers (see moontwist.api.upload).
         content.seek(0, 2)
-        size = content.tell()
-        if not size:
+        if not content.tell():
             return args
-        if size > MAX_ARGS_BODY:
-            raise ServerError(f"Request body of {size} bytes is too large for arguments", 413)
         content.seek(0)
         body = content.read()
         if ctype == b"application/json":
@@ -193,6 +200,7 @@ class HTTPAPI:
                 parsed = jsonutil.loads(body)
             except jsonutil.JSONDecodeError:
                 raise ServerError("Request body is not valid JSON", 400) from None
+            check_depth(body, parsed)
             if not isinstance(parsed, dict):
                 got = _JSON_TYPE_NAMES.get(type(parsed), "a value")
                 raise ServerError(f"Request body must be a JSON object, got {got}", 400)

@@ -12,12 +12,21 @@ from twisted.python.failure import Failure
 
 from moontwist import jsonutil
 from moontwist.api.errors import ArgumentError, ServerError
+from moontwist.api.limits import ANONYMOUS_RPC, AUTHENTICATED_RPC, RPCLimits, check_depth
 from moontwist.api.registry import APIRequest, Endpoint, Registry
 
 if TYPE_CHECKING:
     from moontwist.api.connection import Connection
 
-__all__ = ["JSONRPCDispatcher", "call_handler", "PARSE_ERROR", "INVALID_REQUEST", "METHOD_NOT_FOUND", "INVALID_PARAMS"]
+__all__ = [
+    "JSONRPCDispatcher",
+    "call_handler",
+    "PARSE_ERROR",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "INVALID_PARAMS",
+    "REPLY_TOO_LARGE",
+]
 
 log = Logger()
 
@@ -26,6 +35,9 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+REPLY_TOO_LARGE = 413
+# Transports whose clients may not have authenticated (the unix socket and MQTT are guarded outside).
+ANONYMOUS_TRANSPORTS = frozenset({"websocket", "jsonrpc_http"})
 
 Authorizer = Callable[[APIRequest], None]
 
@@ -49,6 +61,15 @@ class JSONRPCDispatcher:
         self.registry = registry
         self.admit = admit
 
+    def limits(
+        self, transport: str, connection: Connection | None = None, user: dict[str, Any] | None = None
+    ) -> RPCLimits:
+        """The bounds for the next message from this client: much lower while it is anonymous."""
+        if transport not in ANONYMOUS_TRANSPORTS:
+            return AUTHENTICATED_RPC
+        who = connection.user if connection is not None else user
+        return ANONYMOUS_RPC if who is None else AUTHENTICATED_RPC
+
     def handle_bytes(
         self,
         data: bytes | str,
@@ -60,16 +81,28 @@ class JSONRPCDispatcher:
         """Handle one encoded message; returns the encoded reply, None, or a Deferred of either.
 
         ``user`` is who the carrying request authenticated as (``POST /server/jsonrpc``).
+        The message, its batch and its reply are bounded by ``limits``; a reply
+        that would pass the bound is replaced by an error naming it.
         """
+        limits = self.limits(transport, connection, user)
+        if len(data) > limits.message:
+            log.info("JSON-RPC message of {size} bytes from {ip} refused", size=len(data), ip=ip)
+            message = f"Invalid Request: message of {len(data)} bytes exceeds the limit of {limits.message}"
+            return jsonutil.dumpb(_error(INVALID_REQUEST, message, None))
         try:
             obj = jsonutil.loads(data)
         except jsonutil.JSONDecodeError:
             log.info("JSON-RPC parse error from {ip} over {transport}", ip=ip, transport=transport)
             return jsonutil.dumpb(_error(PARSE_ERROR, "Parse error", None))
-        reply = self.handle(obj, transport, connection, ip, user)
+        try:
+            check_depth(data, obj)
+        except ServerError as exc:
+            req_id = obj.get("id") if isinstance(obj, dict) and _valid_id(obj.get("id")) else None
+            return jsonutil.dumpb(_error(exc.status, exc.message, req_id))
+        reply = self.handle(obj, transport, connection, ip, user, limits)
         if isinstance(reply, Deferred):
-            return reply.addCallback(lambda r: None if r is None else jsonutil.dumpb(r))
-        return None if reply is None else jsonutil.dumpb(reply)
+            return reply.addCallback(_encode, limits.reply)
+        return _encode(reply, limits.reply)
 
     def handle(
         self,
@@ -78,11 +111,16 @@ class JSONRPCDispatcher:
         connection: Connection | None = None,
         ip: str | None = None,
         user: dict[str, Any] | None = None,
+        limits: RPCLimits | None = None,
     ) -> Any:
         """Handle a decoded request or batch; returns the reply object, None, or a Deferred."""
         if isinstance(obj, list):
             if not obj:
                 return _error(INVALID_REQUEST, "Invalid Request: empty batch", None)
+            batch = (limits or self.limits(transport, connection, user)).batch
+            if len(obj) > batch:
+                log.info("JSON-RPC batch of {n} calls from {ip} refused", n=len(obj), ip=ip)
+                return _error(INVALID_REQUEST, f"Invalid Request: batch of {len(obj)} calls exceeds {batch}", None)
             parts = [self._single(item, transport, connection, ip, user) for item in obj]
             if not any(isinstance(p, Deferred) for p in parts):
                 replies = [p for p in parts if p is not None]
@@ -145,6 +183,31 @@ class JSONRPCDispatcher:
             return _error(code, exc.message, req_id)
         log.failure("Unhandled error in JSON-RPC method {method}", failure, method=method)
         return _error(INTERNAL_ERROR, f"Internal error in {method}: {exc!r}", req_id)
+
+
+def _too_large(reply: Any, limit: int) -> dict[str, Any]:
+    req_id = reply.get("id") if isinstance(reply, dict) else None
+    return _error(REPLY_TOO_LARGE, f"Reply too large: one message may carry at most {limit} bytes", req_id)
+
+
+def _encode(reply: Any, limit: int) -> bytes | None:
+    """Encode a reply (or a batch's replies, one by one), replacing what would pass ``limit``."""
+    if reply is None:
+        return None
+    if not isinstance(reply, list):
+        data = jsonutil.dumpb(reply)
+        return data if len(data) <= limit else jsonutil.dumpb(_too_large(reply, limit))
+    parts = []
+    total = 2
+    full = False
+    for item in reply:
+        data = None if full else jsonutil.dumpb(item)
+        if data is None or total + len(data) + 1 > limit:
+            full = True
+            data = jsonutil.dumpb(_too_large(item, limit))
+        total += len(data) + 1
+        parts.append(data)
+    return b"[" + b",".join(parts) + b"]"
 
 
 def _valid_id(req_id: Any) -> bool:

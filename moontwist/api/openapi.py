@@ -57,7 +57,16 @@ def _operation(endpoint: Endpoint, verb: str) -> dict[str, Any]:
 
 
 def openapi_document(registry: Registry) -> dict[str, Any]:
-    """Every HTTP route in the registry as an OpenAPI 3.1 document."""
+    """Every HTTP route in the registry as an OpenAPI 3.1 document (shared: read-only)."""
+    return registry.derived("openapi", lambda: _openapi(registry))
+
+
+def openrpc_document(registry: Registry) -> dict[str, Any]:
+    """Every JSON-RPC method with the same argument schemas, as OpenRPC (shared: read-only)."""
+    return registry.derived("openrpc", lambda: _openrpc(registry))
+
+
+def _openapi(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for endpoint in sorted(registry, key=lambda e: e.http_path or ""):
         if not endpoint.http_path or "http" not in endpoint.transports:
@@ -86,8 +95,7 @@ def openapi_document(registry: Registry) -> dict[str, Any]:
     }
 
 
-def openrpc_document(registry: Registry) -> dict[str, Any]:
-    """Every JSON-RPC method with the same argument schemas, as an OpenRPC document."""
+def _openrpc(registry: Registry) -> dict[str, Any]:
     methods = []
     for endpoint in sorted(registry, key=lambda e: e.method):
         if not endpoint.transports & RPC_TRANSPORTS:

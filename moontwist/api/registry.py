@@ -60,6 +60,9 @@ class Endpoint:
     plugin: str = ""
     # Streaming endpoints read the HTTP body themselves (uploads).
     raw_body: bool = False
+    # The largest HTTP request body accepted, checked on the headers (None: limits.DEFAULT_MAX_BODY;
+    # uploads streamed to a ``body_sink`` are bounded by ``[server] max_upload_size`` instead).
+    max_body: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class Registry:
     def __init__(self) -> None:
         self._by_method: dict[str, Endpoint] = {}
         self._by_route: dict[str, dict[str, Endpoint]] = {}
+        self._derived: dict[str, Any] = {}  # documents built from the endpoints; dropped on change
 
     def add(self, endpoint: Endpoint) -> Endpoint:
         rpc = self._by_method.get(endpoint.method)
@@ -101,6 +105,7 @@ class Registry:
                         f"HTTP route {verb} {endpoint.http_path} is already registered "
                         f"by '{routes[verb].plugin or '?'}'"
                     )
+        self._derived.clear()
         self._by_method[endpoint.method] = endpoint
         if endpoint.http_path and "http" in endpoint.transports:
             routes = self._by_route.setdefault(endpoint.http_path, {})
@@ -112,6 +117,7 @@ class Registry:
         endpoint = self._by_method.pop(method, None)
         if endpoint is None:
             return
+        self._derived.clear()
         if endpoint.http_path:
             routes = self._by_route.get(endpoint.http_path, {})
             for verb in endpoint.http_methods:
@@ -119,6 +125,16 @@ class Registry:
                     del routes[verb]
             if not routes:
                 self._by_route.pop(endpoint.http_path, None)
+
+    def derived(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``'s result, kept until an endpoint is added or removed (API descriptions).
+
+        Callers share the object: treat it as read-only.
+        """
+        value = self._derived.get(name)
+        if value is None:
+            value = self._derived[name] = build()
+        return value
 
     def by_method(self, method: str) -> Endpoint | None:
         return self._by_method.get(method)

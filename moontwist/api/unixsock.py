@@ -29,7 +29,8 @@ class UnixSocketConnection(Protocol, Connection):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self._buffer = b""
+        self._partial: list[bytes] = []  # pieces of a message whose ETX hasn't arrived
+        self._partial_size = 0
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
         self.init_connection(None)
@@ -42,11 +43,20 @@ class UnixSocketConnection(Protocol, Connection):
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self._buffer += data
-        *messages, self._buffer = self._buffer.split(ETX)
-        if len(self._buffer) > MAX_MESSAGE:
+        # Pieces are joined only once their message is complete: a big message costs O(size).
+        if ETX in data:
+            if self._partial:
+                data = b"".join(self._partial) + data
+            *messages, rest = data.split(ETX)
+            self._partial = [rest] if rest else []
+            self._partial_size = len(rest)
+        else:
+            messages = []
+            self._partial.append(data)
+            self._partial_size += len(data)
+        if self._partial_size > MAX_MESSAGE:
             log.warn("Unix socket client {id} sent an oversized message; closing", id=self.connection_id)
-            self._buffer = b""
+            self._partial, self._partial_size = [], 0
             self.transport.loseConnection()
             return
         for message in messages:

@@ -1,11 +1,21 @@
-"""A twisted.web Request that streams request bodies of upload endpoints to a sink.
+"""The twisted.web Request of the API site: every request is vetted on its headers.
 
-The stock Request keeps the whole body (in memory or a temporary file) and
-parses multipart forms in memory.  For a POST to an endpoint declaring
-``extra={"body_sink": factory}`` this Request instead checks
-``server.max_upload_size`` against Content-Length before any body byte is
-read (413), then hands every chunk to ``factory(request)``'s sink as it
-arrives.  The handler finds the finished sink at ``http_request.body_sink``.
+Before any body byte is read, ``gotLength`` refuses (answering at once and
+closing the connection):
+
+* a request whose ``Origin`` the server does not allow (403): a page on
+  another site can't make a browser act for it (see ``Server.origin_allowed``),
+  and a cross-site ``GET`` without ``Origin`` (an image, a link) can't reach a
+  ``GET`` alias of an action (an endpoint answering both GET and POST);
+* a body for an endpoint the client may not call (the registry's gate,
+  ``Server.admit``: 401, 503), or larger than the endpoint accepts (413):
+  ``Endpoint.max_body`` or ``limits.DEFAULT_MAX_BODY``, lower for a client
+  that has not authenticated, ``[server] max_upload_size`` for uploads.
+  Chunked bodies are counted as they arrive.
+
+For a POST to an endpoint declaring ``extra={"body_sink": factory}`` the body
+is not kept: every chunk goes to ``factory(request)``'s sink as it arrives,
+and the handler finds the finished sink at ``http_request.body_sink``.
 
 A sink has ``feed(data)`` and ``finish()`` (which may raise ``ServerError``
 for a bad body) and ``abort()`` (the client went away, or the body was
@@ -23,6 +33,7 @@ from twisted.web.server import Request
 
 from moontwist.api.errors import ServerError
 from moontwist.api.http import JSON_TYPE, error_body
+from moontwist.api.limits import ANONYMOUS_MAX_BODY, DEFAULT_MAX_BODY
 from moontwist.api.registry import APIRequest, Endpoint
 
 __all__ = ["BodySink", "StreamingRequest", "streaming_request_factory"]
@@ -34,9 +45,11 @@ _REASONS = {
     401: b"Unauthorized",
     403: b"Forbidden",
     404: b"Not Found",
-    413: b"Payload Too Large",
+    413: b"Content Too Large",
     429: b"Too Many Requests",
+    503: b"Service Unavailable",
 }
+_SAFE = frozenset((b"GET", b"HEAD"))
 
 
 class BodySink(Protocol):
@@ -48,61 +61,114 @@ class BodySink(Protocol):
 
 
 class StreamingRequest(Request):
-    """Streams bodies of ``body_sink`` endpoints; other requests behave as usual."""
+    """Vets requests on their headers; streams bodies of ``body_sink`` endpoints."""
 
     server: Any = None  # set by streaming_request_factory
     body_sink: BodySink | None = None
     body_error: ServerError | None = None
+    body_limit: int | None = None
     _received = 0
     _refused = False
-
-    def _upload_endpoint(self) -> Endpoint | None:
-        if self.server is None or getattr(self.channel, "_command", b"").upper() != b"POST":
-            return None
-        path = unquote(getattr(self.channel, "_path", b"").split(b"?", 1)[0].decode("utf-8", "replace"))
-        match = self.server.registry.match(path.rstrip("/") or "/")
-        if match is None:
-            return None
-        endpoint = match[0].get("POST")
-        return endpoint if endpoint is not None and endpoint.extra.get("body_sink") else None
+    _allowed_origin: bytes | None = None
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 - twisted API
-        endpoint = self._upload_endpoint()
-        if endpoint is None:
+        command = self.channel._command
+        if command != b"OPTIONS" and not self._origin_passes(command):  # preflights: see the CORS code
+            return
+        if length == 0:
+            super().gotLength(length)
+            return
+        self._vet_body(command, length)
+
+    def _origin_passes(self, command: bytes) -> bool:
+        """Refuse a page on another site: any action, and a GET that is an alias of one."""
+        headers = self.requestHeaders
+        origin = headers.getRawHeaders(b"origin")
+        if origin is None:
+            if command not in _SAFE or headers.getRawHeaders(b"sec-fetch-site") != [b"cross-site"]:
+                return True  # not a browser, or not a cross-site image/link
+            allowed = False
+        else:
+            checker = self.server.origin_allowed
+            if checker is None:
+                self._refuse(ServerError("Server is not ready", 503))
+                return False
+            host = headers.getRawHeaders(b"host")
+            allowed = checker(origin[-1].decode("latin-1"), host[-1].decode("latin-1") if host else None)
+            if allowed:
+                self._allowed_origin = origin[-1]  # a refusal below must be readable by that page
+                return True
+        if command in _SAFE and not self._action_alias():
+            return True  # the page can't read the answer, and nothing changes
+        where = origin[-1].decode("latin-1") if origin is not None else "A cross-site page"
+        self._refuse(ServerError(f"{where} may not call this endpoint (see [authorization] cors_domains)", 403))
+        return False
+
+    def _routes(self) -> dict[str, Endpoint] | None:
+        path = unquote(self.channel._path.split(b"?", 1)[0].decode("utf-8", "replace"))
+        match = self.server.registry.match(path.rstrip("/") or "/")
+        return match[0] if match is not None else None
+
+    def _action_alias(self) -> bool:
+        routes = self._routes()
+        return routes is not None and routes.get("GET") is not None and routes.get("GET") is routes.get("POST")
+
+    def _vet_body(self, command: bytes, length: int | None) -> None:
+        server = self.server
+        method = command.decode("ascii", "replace").upper()
+        routes = self._routes()
+        endpoint = None
+        if routes is not None:
+            endpoint = routes.get(method) or (routes.get("GET") if method == "HEAD" else None)
+        sink_factory = None
+        limit = DEFAULT_MAX_BODY  # unknown routes and Klein's: their handler answers, the body is bounded
+        if endpoint is not None:
+            # Authenticate now, from the headers, so a stranger's body is never read.
+            self.method, self.uri = command, self.channel._path
+            peer = self.channel.transport.getPeer()
+            request = APIRequest(endpoint, {}, "http", method, None, getattr(peer, "host", None), http_request=self)
+            try:
+                server.admit(request)
+            except ServerError as exc:
+                self._refuse(exc)
+                return
+            if command == b"POST":
+                sink_factory = endpoint.extra.get("body_sink")
+            if sink_factory is not None:
+                limit = server.max_upload_size
+            elif endpoint.max_body is not None:
+                limit = endpoint.max_body
+            if request.user is None:
+                limit = min(limit, ANONYMOUS_MAX_BODY)
+        if length is not None and length > limit:
+            what = "max_upload_size" if sink_factory is not None else "the limit of this endpoint"
+            self._refuse(ServerError(f"Request body too large: {length} bytes exceeds {what} ({limit} bytes)", 413))
+            return
+        self.body_limit = limit
+        if sink_factory is None:
             super().gotLength(length)
             return
         self.content = BytesIO()  # stays empty: the stock multipart parsing never runs
         self._parsePOSTFormSubmission = False
-        # Headers are in; the body is not. Authenticate now so a stranger's body is never read.
-        self.method, self.uri = self.channel._command, self.channel._path
-        peer = self.channel.transport.getPeer()
         try:
-            self.server.admit(APIRequest(endpoint, {}, "http", "POST", None, getattr(peer, "host", None), http_request=self))
-        except ServerError as exc:
-            self._refuse(exc)
-            return
-        limit = self.server.max_upload_size
-        if length is not None and length > limit:
-            self._refuse(ServerError(f"Request body of {length} bytes exceeds max_upload_size ({limit} bytes)", 413))
-            return
-        try:
-            self.body_sink = endpoint.extra["body_sink"](self)
+            self.body_sink = sink_factory(self)
         except ServerError as exc:
             self._refuse(exc)
 
     def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - twisted API
-        if self.body_sink is None:
-            if not self._refused:
-                super().handleContentChunk(data)
-            return
-        if self.body_error is not None:
+        if self._refused or self.body_error is not None:
             return
         self._received += len(data)
-        if self._received > self.server.max_upload_size:
-            self._refuse(ServerError(f"Request body exceeds max_upload_size ({self.server.max_upload_size} bytes)", 413))
+        limit = self.body_limit
+        if limit is not None and self._received > limit:
+            self._refuse(ServerError(f"Request body too large: it exceeds the limit of this endpoint ({limit} bytes)", 413))
+            return
+        sink = self.body_sink
+        if sink is None:
+            super().handleContentChunk(data)
             return
         try:
-            self.body_sink.feed(data)
+            sink.feed(data)
         except ServerError as exc:
             self._refuse(exc)
 
@@ -126,16 +192,26 @@ class StreamingRequest(Request):
         if self.body_sink is not None:
             self.body_sink.abort()
         self.requestHeaders.removeHeader(b"expect")
-        log.info("Refused upload: {message}", message=error.message)
+        channel = self.channel
+        log.info(
+            "Refused {method} {path}: {message}",
+            method=getattr(channel, "_command", b"?").decode("latin-1"),
+            path=getattr(channel, "_path", b"?").decode("latin-1"),
+            message=error.message,
+        )
         body = error_body(error.status, error.message)
-        head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % (
+        cors = b""
+        if self._allowed_origin is not None:
+            cors = b"access-control-allow-origin: %s\r\nvary: Origin\r\n" % self._allowed_origin
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n" % (
             error.status,
             _REASONS.get(error.status, b"Error"),
             JSON_TYPE,
             len(body),
+            cors,
         )
-        self.channel.transport.write(head + body)
-        self.channel.loseConnection()
+        channel.transport.write(head + body)
+        channel.loseConnection()
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 - twisted API
         if self.body_sink is not None and not self.finished:

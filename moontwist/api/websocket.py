@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from moontwist.api.connection import Connection, SendQueue
+from moontwist.api.limits import ANONYMOUS_RPC
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -20,6 +21,7 @@ __all__ = ["WebSocketConnection", "build_websocket_resource"]
 log = Logger()
 
 MAX_MESSAGE = 16 * 1024 * 1024
+MAX_ANONYMOUS_MESSAGE = ANONYMOUS_RPC.message
 MAX_BACKLOG = 8 * 1024 * 1024
 CLOSE_TOO_SLOW = 1008
 
@@ -43,6 +45,11 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
         self.init_connection(getattr(self.transport.getPeer(), "host", None))
         self.http_params = request.params
         self.http_headers = request.headers
+
+    def user_changed(self) -> None:
+        # Autobahn checks these on every frame header: a stranger can't make us buffer 16 MiB.
+        limit = MAX_ANONYMOUS_MESSAGE if self.user is None else MAX_MESSAGE
+        self.maxFramePayloadSize = self.maxMessagePayloadSize = limit
 
     def onOpen(self) -> None:  # noqa: N802
         self.queue = SendQueue(self._write, self._overflow, MAX_BACKLOG)
@@ -81,7 +88,7 @@ class WebSocketConnection(WebSocketServerProtocol, Connection):
             if length == 126:
                 length = int.from_bytes(data[2:4], "big")
                 start = 8
-            if b1 & 0x80 and length != 127 and len(data) >= start + length:
+            if b1 & 0x80 and length != 127 and len(data) >= start + length and length <= self.maxFramePayloadSize:
                 payload = _unmask(data[start : start + length], data[start - 4 : start])
                 self.data = data[start + length :]
                 self._text_message(payload)

@@ -193,7 +193,7 @@ class AnnouncementsPlugin:
                      args=(Arg("include_dismissed", "bool", True, description="Include dismissed entries"),),
                      description="Announcement entries, newest first, and the subscribed feeds"),
             Endpoint("server.announcements.update", self.update, "/server/announcements/update", ("POST",),
-                     args=(Arg("subscriptions", "list", description="Feeds to check (default: all)"),),
+                     args=(Arg("subscriptions", "list", items="str", description="Feeds to check (default: all)"),),
                      description="Check the feeds for new announcements now"),
             Endpoint("server.announcements.dismiss", self.dismiss, "/server/announcements/dismiss", ("POST",),
                      args=(Arg("entry_id", required=True, description="The entry to dismiss"),

@@ -54,6 +54,7 @@ from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ArgumentError, ServerError
+from moontwist.api.limits import LARGE_BODY
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config
 from moontwist.hookspecs import hookimpl
@@ -190,6 +191,7 @@ class DatabasePlugin:
                     item_key,
                     Arg("value", "any", required=True, description="Any JSON value"),
                 ),
+                max_body=LARGE_BODY,
                 description="Store an item; parents are created",
             )
         )

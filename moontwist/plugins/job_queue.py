@@ -103,7 +103,7 @@ class JobQueuePlugin:
                 "/server/job_queue/job",
                 post,
                 args=(
-                    Arg("filenames", "list", required=True, description="Files in the gcodes root"),
+                    Arg("filenames", "list", required=True, items="str", description="Files in the gcodes root"),
                     Arg("reset", "bool", False, description="Empty the queue first"),
                 ),
                 description="Add jobs to the end of the queue",
@@ -114,7 +114,7 @@ class JobQueuePlugin:
                 "/server/job_queue/job",
                 ("DELETE",),
                 args=(
-                    Arg("job_ids", "list", description="Queued job ids (unknown ones are ignored)"),
+                    Arg("job_ids", "list", items="str", description="Queued job ids (unknown ones are ignored)"),
                     Arg("all", "bool", False, description="Remove every job"),
                 ),
                 description="Remove jobs from the queue",

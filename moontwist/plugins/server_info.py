@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from moontwist import __version__
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
+from moontwist.api.limits import LARGE_BODY
 from moontwist.api.openapi import openapi_document, openrpc_document
 from moontwist.api.prefix import parse_route_prefix
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
@@ -124,6 +125,7 @@ class ServerPlugin:
                 ("POST",),
                 transports=frozenset({"http"}),
                 raw_body=True,
+                max_body=LARGE_BODY,
                 description="A JSON-RPC 2.0 request (or batch) in the body",
             )
         )

@@ -10,6 +10,7 @@ from moontwist.plugins.authorization.policy import CorsPolicy
 __all__ = ["prepare_http"]
 
 ALLOW_METHODS = b"GET, POST, PUT, DELETE, OPTIONS"
+_SAFE = frozenset((b"GET", b"HEAD"))
 ALLOW_HEADERS = (
     b"Origin, Accept, Content-Type, X-Requested-With, X-CRSF-Token, Authorization, X-Access-Token, X-Api-Key"
 )
@@ -28,10 +29,12 @@ def prepare_http(cors: CorsPolicy, request: Any) -> bytes | None:
         request.setHeader(b"access-control-allow-headers", ALLOW_HEADERS)
         if (request.getHeader(b"access-control-request-private-network") or b"").lower() == b"true":
             request.setHeader(b"access-control-allow-private-network", b"true")
-    if request.method != b"OPTIONS":
-        return None
-    if not allowed:
+    if request.method in _SAFE:
+        return None  # the page can't read the answer (no CORS headers); actions are refused below
+    if not allowed:  # a preflight, or an action (refused on the headers already: moontwist.api.upload)
         request.setResponseCode(403)
         return error_body(403, f"Origin {origin} is not allowed by [authorization] cors_domains")
+    if request.method != b"OPTIONS":
+        return None
     request.setResponseCode(204)
     return b""

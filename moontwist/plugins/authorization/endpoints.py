@@ -116,8 +116,9 @@ class AccessEndpoints:
         await deferLater(self.server.reactor, delay, lambda: None)
         return ServerError(f"Invalid {what}", 401)
 
-    def _refuse_locked(self, ip: str) -> None:
-        left = self.auth.throttle.locked_for(ip)
+    def _begin_attempt(self, ip: str) -> None:
+        """Count a password attempt now, before any await: a batch's attempts are all counted."""
+        left = self.auth.throttle.begin(ip)
         if left:
             raise ServerError(
                 f"Unauthorized, maximum login attempts reached from {ip}; try again in {int(left) + 1} s", 401
@@ -130,7 +131,7 @@ class AccessEndpoints:
         name = _check_username(request.get("username", ""))
         password = _check_password(request.get("password", ""))
         ip = request.ip or "unknown"
-        self._refuse_locked(ip)
+        self._begin_attempt(ip)
         user = self.users.get(name)
         if not await self._verify(user, password):
             log.info("Failed login as {name!r} from {ip}", name=name, ip=ip)
@@ -191,7 +192,7 @@ class AccessEndpoints:
         password = _check_password(request.get("password", ""))
         new_password = _check_password(request.get("new_password", ""), "new_password")
         ip = request.ip or "unknown"
-        self._refuse_locked(ip)
+        self._begin_attempt(ip)
         if not await self._verify(user, password):
             raise await self._failed(ip, "password")
         self.auth.throttle.succeeded(ip)
@@ -223,4 +224,7 @@ class AccessEndpoints:
         return self.auth.api_key
 
     async def post_api_key(self, request: APIRequest) -> str:
-        return await self.auth.new_api_key()
+        key = await self.auth.new_api_key()
+        # Like a password change: connections that authenticated with the old key lose it.
+        self.auth.forget_api_key(keep=request.connection)
+        return key

@@ -23,7 +23,12 @@ class _Failures:
 
 
 class LoginThrottle:
-    """Failed logins per address: each one answered more slowly, then a lockout."""
+    """Login attempts per address: failures are answered more and more slowly, then a lockout.
+
+    An attempt is counted when it begins, before its password is checked, so
+    attempts made at once (a JSON-RPC batch, parallel requests) can't get past
+    ``max_attempts`` either; a success clears the address's count.
+    """
 
     def __init__(self, max_attempts: int, clock: Any, lockout: float = LOCKOUT_SECONDS) -> None:
         self.max_attempts = max_attempts
@@ -42,13 +47,26 @@ class LoginThrottle:
             return 0.0
         return left
 
-    def failed(self, ip: str) -> float:
-        """Record a failure; returns how long to wait before answering it."""
+    def begin(self, ip: str) -> float:
+        """Count an attempt from ``ip`` before it is checked.
+
+        Returns the seconds of lockout left (the attempt must be refused), or 0.
+        The attempt that reaches ``max_attempts`` is still checked; it starts the lockout.
+        """
+        left = self.locked_for(ip)
+        if left:
+            return left
         entry = self._failures.setdefault(ip, _Failures())
         entry.count += 1
         if entry.count >= self.max_attempts:
             entry.locked_until = self._clock.seconds() + self.lockout
-        return min(_BASE_DELAY * 2 ** (entry.count - 1), _MAX_DELAY)
+        return 0.0
+
+    def failed(self, ip: str) -> float:
+        """How long to wait before answering a failed attempt (longer with every attempt)."""
+        entry = self._failures.get(ip)
+        count = entry.count if entry is not None else 1
+        return min(_BASE_DELAY * 2 ** (max(count, 1) - 1), _MAX_DELAY)
 
     def succeeded(self, ip: str) -> None:
         self._failures.pop(ip, None)

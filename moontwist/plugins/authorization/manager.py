@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import socket
 import time
 import uuid
 from typing import Any
@@ -47,6 +48,7 @@ def _unauthorized(reason: str = "Unauthorized") -> ServerError:
 
 
 _CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"x-access-token")
+_UNKNOWN = object()
 
 
 class AuthManager:
@@ -59,7 +61,7 @@ class AuthManager:
         self.server = server
         self.open_access = open_access
         self.trusted = TrustedClients(section.getlist("trusted_clients", []))
-        self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted)
+        self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted, (socket.gethostname(),))
         self.force_logins: bool = section.getboolean("force_logins", False)
         self.enable_api_key: bool = section.getboolean("enable_api_key", True)
         self.login_timeout: int = section.getint("login_timeout", 90, minval=1)
@@ -227,7 +229,19 @@ class AuthManager:
         return self.trusted_user(ip)
 
     def http_user(self, request: APIRequest) -> dict[str, Any] | None:
+        """Who an HTTP request is; the verdict is kept on the request, so a oneshot token is spent once.
+
+        (A request with a body is authenticated on its headers and again when it is dispatched.)
+        """
         http = request.http_request
+        known = getattr(http, "moontwist_user", _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known
+        user = self._http_user(http, request.ip)
+        http.moontwist_user = user
+        return user
+
+    def _http_user(self, http: Any, ip: str | None) -> dict[str, Any] | None:
         headers = {}
         for name in _CREDENTIAL_HEADERS:
             value = http.getHeader(name)
@@ -238,7 +252,7 @@ class AuthManager:
         if b"token" in raw_query:  # access_token= or token=
             text = raw_query.decode("utf-8", "surrogateescape")
             query = {k: v for k, v in parse_qsl(text, keep_blank_values=True) if k in ("access_token", "token")}
-        return self.credentials(headers, query, request.ip)
+        return self.credentials(headers, query, ip)
 
     def connection_user(self, conn: Any) -> dict[str, Any] | None:
         """Authenticate a websocket from its upgrade request; bad credentials leave it anonymous."""
@@ -272,6 +286,14 @@ class AuthManager:
             raise _unauthorized()
         if endpoint.method == IDENTIFY and request.user is None and not _offers_credentials(request.args):
             raise _unauthorized()  # as Moonraker: clients learn here that they must log in
+
+    def forget_api_key(self, keep: Any = None) -> None:
+        """Downgrade every connection authenticated by the API key (but ``keep``) after a new key."""
+        for conn in self.server.connections:
+            user = getattr(conn, "user", None)
+            if conn is not keep and user is not None and user.get("username") == API_KEY_USER:
+                log.info("Connection {id}: the API key it used was replaced", id=conn.connection_id)
+                conn.user = self.trusted_user(conn.ip)
 
     def forget_user(self, username: str) -> None:
         """Drop ``username`` from every websocket it authenticated (logout, deletion)."""

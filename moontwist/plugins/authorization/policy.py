@@ -8,7 +8,7 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-__all__ = ["TrustedClients", "CorsPolicy", "parse_ip"]
+__all__ = ["TrustedClients", "CorsPolicy", "parse_ip", "is_local_name"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _HOSTNAME_RE = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z][a-z0-9-]{0,61}[a-z0-9]\.?")
@@ -41,6 +41,7 @@ class TrustedClients:
         self.invalid: list[str] = []
         self._resolved: set[IPAddress] = set()
         self._verdicts: dict[str | None, bool] = {}  # per client address; cleared on re-resolve
+        self.generation = 0  # counts look-ups, so others' cached verdicts can tell they are stale
         for entry in entries:
             self._add(entry.strip())
 
@@ -74,6 +75,7 @@ class TrustedClients:
                     found.add(addr)
         self._resolved = found
         self._verdicts = {}
+        self.generation += 1
         return found
 
     def is_trusted(self, ip: str | None) -> bool:
@@ -93,6 +95,23 @@ class TrustedClients:
         return any(addr.version == net.version and addr in net for net in self.networks)
 
 
+# Names no public DNS answers for: a page on another site can't rebind one of them to this machine.
+_LOCAL_SUFFIXES = (".localhost", ".local", ".lan", ".home.arpa", ".internal", ".localdomain")
+
+
+def is_local_name(hostname: str, own_names: Iterable[str] = ()) -> bool:
+    """Whether ``hostname`` (lower case) can only name this machine or the local network.
+
+    IP literals, ``localhost``, single-label names, names under a suffix no public DNS
+    serves, and this machine's own names qualify; any other name could be a
+    rebinding attacker's (``evil.example`` pointed at the printer's address).
+    """
+    hostname = hostname.rstrip(".")
+    if parse_ip(hostname) is not None or hostname == "localhost" or "." not in hostname:
+        return True
+    return hostname.endswith(_LOCAL_SUFFIXES) or hostname in own_names
+
+
 def _origin_pattern(domain: str) -> re.Pattern[str]:
     """A regex for one ``cors_domains`` entry.
 
@@ -108,12 +127,23 @@ def _origin_pattern(domain: str) -> re.Pattern[str]:
 
 
 class CorsPolicy:
-    """Origins allowed by ``cors_domains`` (``*`` matches within one URL part)."""
+    """Origins allowed by ``cors_domains`` (``*`` matches within one URL part), and same-origin pages.
 
-    def __init__(self, domains: Iterable[str], trusted: TrustedClients) -> None:
+    A page is same-origin when its ``Origin`` names the ``Host`` the request was
+    sent to *and* that host is a local name (``is_local_name``: an IP literal,
+    ``localhost``, a single label, ``.local``/``.lan``/... or this machine's host
+    name). Any other name must be listed in ``cors_domains``: the Host header
+    alone proves nothing, since a rebinding attacker's page sends its own name
+    in both headers.
+    """
+
+    def __init__(self, domains: Iterable[str], trusted: TrustedClients, own_names: Iterable[str] = ()) -> None:
         self.trusted = trusted
+        self.own_names = frozenset(name.lower().rstrip(".") for name in own_names if name)
         self.patterns: list[re.Pattern[str]] = []
         self.invalid: list[str] = []
+        self._verdicts: dict[tuple[str, str | None], bool] = {}  # bounded: origins of past clients
+        self._generation = trusted.generation
         for domain in domains:
             domain = domain.strip()
             # A wildcard in the top-level domain would match any site.
@@ -123,21 +153,32 @@ class CorsPolicy:
             self.patterns.append(_origin_pattern(domain.lower()))
 
     def allowed(self, origin: str | None, host: str | None = None) -> bool:
-        """Whether a browser page at ``origin`` may call us; same-origin always may.
+        """Whether a browser page at ``origin`` may call us (sent to ``host``).
 
         Without ``cors_domains`` only same-origin pages may, trusted or not (as Moonraker).
         """
         if not origin:
             return True
+        key = (origin, host)
+        verdict = self._verdicts.get(key)
+        if verdict is None or self._generation != self.trusted.generation:
+            if len(self._verdicts) > 4096 or self._generation != self.trusted.generation:
+                self._generation = self.trusted.generation
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = self._check(origin, host)
+        return verdict
+
+    def _check(self, origin: str, host: str | None) -> bool:
         origin = origin.strip().lower()
         try:
             parts = urlsplit(origin)
+            hostname = parts.hostname
         except ValueError:
             return False
-        if host and parts.netloc == host.strip().lower():
+        if host and hostname and parts.netloc == host.strip().lower() and is_local_name(hostname, self.own_names):
             return True
         if not self.patterns:
             return False
         if any(p.fullmatch(origin) for p in self.patterns):
             return True
-        return parts.hostname is not None and self.trusted.is_trusted(parts.hostname)
+        return hostname is not None and self.trusted.is_trusted(hostname)

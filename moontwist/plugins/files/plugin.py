@@ -168,7 +168,7 @@ class FileManagerPlugin:
             Endpoint("server.files.copy", self.copy, "/server/files/copy", ("POST",), args=move_args,
                      description="Copy a file or directory"),
             Endpoint("server.files.zip", self.zip, "/server/files/zip", ("POST",),
-                     args=(Arg("items", "list", required=True, description="Files and folders, each starting with its root"),
+                     args=(Arg("items", "list", required=True, items="str", description="Files and folders, each starting with its root"),
                            Arg("dest", description="Archive path in a writable root (default config/collection-<time>.zip)"),
                            Arg("store_only", "bool", default=False, description="Store without compression")),
                      description="Pack files and folders into a zip archive"),

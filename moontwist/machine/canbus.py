@@ -46,8 +46,11 @@ def can_interfaces(root: str = "/") -> dict[str, Any]:
 
 
 def not_available(interface: str) -> ServerError:
-    """The error for a CAN interface that cannot be used (same wording and status as Moonraker)."""
-    return ServerError(f"Unable to bind socket to interface '{interface}'", 500)
+    """The error for a CAN interface that cannot be used (Moonraker's wording).
+
+    Moonraker answers 500; a missing or unusable interface is the request's problem, so 400.
+    """
+    return ServerError(f"Unable to bind socket to interface '{interface}'", 400)
 
 
 def parse_uuid_response(payload: bytes) -> dict[str, str] | None:

@@ -207,7 +207,7 @@ async def test_peripherals(svc):
     video = await ws.call("machine.peripherals.video")
     assert set(video) == {"v4l2_devices", "libcamera_devices"}
     code, body = await svc.get("/machine/peripherals/canbus?interface=nocan7")
-    assert code == 500 and body["error"]["message"] == "Unable to bind socket to interface 'nocan7'"
+    assert code == 400 and body["error"]["message"] == "Unable to bind socket to interface 'nocan7'"
     with pytest.raises(RPCError, match="can0"):
         await ws.call("machine.peripherals.canbus")
     ws.sendClose()

@@ -124,3 +124,21 @@ async def test_upload_from_another_site_is_refused_before_its_body(lan):
     status, _, _ = await client.wait_response()
     assert status == 403
     assert await client.wait_closed(5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_rebound_name_is_not_a_trusted_client(lan):
+    # The attacker's page, rebound to this address, reads "same-origin": no Origin header at all.
+    status, _, _ = await rawhttp.request(lan.port, f"GET /access/api_key HTTP/1.1\nHost: evil.example:{lan.port}")
+    assert status == 401
+    ws_status = await _upgrade(lan, f"evil.example:{lan.port}", f"http://evil.example:{lan.port}")
+    assert ws_status == 403
+    # local names, names in cors_domains and real credentials are fine
+    for host in (f"127.0.0.1:{lan.port}", "mainsailos.local", "printer.lan", "voron"):
+        status, _, body = await rawhttp.request(lan.port, f"GET /access/api_key HTTP/1.1\nHost: {host}")
+        assert status == 200, (host, body)
+    key = body["result"]
+    status, _, _ = await rawhttp.request(
+        lan.port, f"GET /server/info HTTP/1.1\nHost: printer.example.com\nX-Api-Key: {key}"
+    )
+    assert status == 200

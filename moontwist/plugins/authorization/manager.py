@@ -47,7 +47,7 @@ def _unauthorized(reason: str = "Unauthorized") -> ServerError:
     return ServerError(reason, 401)
 
 
-_CREDENTIAL_HEADERS = (b"x-api-key", b"authorization", b"x-access-token")
+_AUTH_HEADERS = (b"x-api-key", b"authorization", b"x-access-token", b"host")
 _UNKNOWN = object()
 
 
@@ -149,9 +149,16 @@ class AuthManager:
     def login_required(self) -> bool:
         return self.force_logins and bool(self.users and self.users.users)
 
-    def trusted_user(self, ip: str | None) -> dict[str, Any] | None:
-        """The trusted pseudo-user for ``ip``, unless forced logins override trust."""
+    def trusted_user(self, ip: str | None, host: str | None = None) -> dict[str, Any] | None:
+        """The trusted pseudo-user for ``ip``, unless forced logins override trust.
+
+        A browser request for a ``host`` that isn't local (see ``CorsPolicy.local_host``) is
+        never trusted: that is a page whose name was rebound to this machine's address, run by
+        a browser on the trusted network, reading what it isn't allowed to.
+        """
         if self.login_required or not (self.open_access or self.trusted.is_trusted(ip)):
+            return None
+        if host is not None and not self.cors.local_host(host):
             return None
         return {"username": TRUSTED_USER, "source": "moonraker", "created_on": self.started_on}
 
@@ -226,7 +233,7 @@ class AuthManager:
             return self.check_jwt(query["access_token"]).info()
         if "token" in query:
             return self.check_oneshot(query["token"], ip)
-        return self.trusted_user(ip)
+        return self.trusted_user(ip, headers.get("host"))
 
     def http_user(self, request: APIRequest) -> dict[str, Any] | None:
         """Who an HTTP request is; the verdict is kept on the request, so a oneshot token is spent once.
@@ -243,7 +250,7 @@ class AuthManager:
 
     def _http_user(self, http: Any, ip: str | None) -> dict[str, Any] | None:
         headers = {}
-        for name in _CREDENTIAL_HEADERS:
+        for name in _AUTH_HEADERS:
             value = http.getHeader(name)
             if value is not None:
                 headers[name.decode()] = value.decode("latin-1")
@@ -293,7 +300,7 @@ class AuthManager:
             user = getattr(conn, "user", None)
             if conn is not keep and user is not None and user.get("username") == API_KEY_USER:
                 log.info("Connection {id}: the API key it used was replaced", id=conn.connection_id)
-                conn.user = self.trusted_user(conn.ip)
+                conn.user = self.trusted_user(conn.ip, _upgrade_host(conn))
 
     def forget_user(self, username: str) -> None:
         """Drop ``username`` from every websocket it authenticated (logout, deletion)."""
@@ -301,6 +308,14 @@ class AuthManager:
             user = getattr(conn, "user", None)
             if user is not None and user.get("username") == username:
                 conn.user = None
+
+
+def _upgrade_host(conn: Any) -> str | None:
+    """The Host header of a websocket's upgrade request."""
+    for name, value in (getattr(conn, "http_headers", None) or {}).items():
+        if name.lower() == "host":
+            return value
+    return None
 
 
 def _offers_credentials(params: Any) -> bool:

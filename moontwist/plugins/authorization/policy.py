@@ -144,6 +144,7 @@ class CorsPolicy:
         self.invalid: list[str] = []
         self._verdicts: dict[tuple[str, str | None], bool] = {}  # bounded: origins of past clients
         self._generation = trusted.generation
+        self._hosts: dict[str, bool] = {}  # bounded: Host headers of past requests
         for domain in domains:
             domain = domain.strip()
             # A wildcard in the top-level domain would match any site.
@@ -167,6 +168,27 @@ class CorsPolicy:
                 self._verdicts.clear()
             verdict = self._verdicts[key] = self._check(origin, host)
         return verdict
+
+    def local_host(self, host: str) -> bool:
+        """Whether a ``Host`` header names this machine: a local name, or one ``cors_domains`` allows."""
+        verdict = self._hosts.get(host)
+        if verdict is None:
+            if len(self._hosts) > 4096:
+                self._hosts.clear()
+            verdict = self._hosts[host] = self._check_host(host.strip().lower())
+        return verdict
+
+    def _check_host(self, host: str) -> bool:
+        try:
+            hostname = urlsplit("//" + host).hostname
+        except ValueError:
+            return False
+        if not hostname:
+            return False
+        if is_local_name(hostname, self.own_names):
+            return True
+        candidates = [f"{scheme}://{name}" for scheme in ("http", "https") for name in (host, hostname)]
+        return any(p.fullmatch(c) for p in self.patterns for c in candidates)
 
     def _check(self, origin: str, host: str | None) -> bool:
         origin = origin.strip().lower()

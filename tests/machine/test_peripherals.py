@@ -162,5 +162,5 @@ def test_uuid_response_parsing() -> None:
 async def test_canbus_not_available_here() -> None:
     with pytest.raises(ServerError) as err:
         await query_can_uuids("can0", reactor=reactor, listen=0.1)
-    assert err.value.status == 500
+    assert err.value.status == 400
     assert err.value.message == "Unable to bind socket to interface 'can0'"

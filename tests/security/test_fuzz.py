@@ -9,7 +9,7 @@ none may take 5 s, and the server log
 must hold no traceback.  (503 is a deliberate answer: a restart the fuzzer asked
 for, a Klippy it restarted, a service this machine doesn't have.)
 
-``MOONTWIST_FUZZ_EXAMPLES`` raises the examples per operation (default 6) and
+``MOONTWIST_FUZZ_EXAMPLES`` sets the examples per operation (default 10) and
 ``MOONTWIST_FUZZ_RANDOM=1`` draws new examples on every run instead of a fixed set.
 """
 
@@ -31,7 +31,7 @@ from schemathesis.generation.modes import GenerationMode
 from moontwist.apikey import read_api_key
 from mtclient import Daemon
 
-EXAMPLES = int(os.environ.get("MOONTWIST_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("MOONTWIST_FUZZ_EXAMPLES", "10"))
 SLOW = 5.0
 CONFIG = """\
 [server]

@@ -105,7 +105,13 @@ class StreamingRequest(Request):
         return False
 
     def _routes(self) -> dict[str, Endpoint] | None:
-        path = unquote(self.channel._path.split(b"?", 1)[0].decode("utf-8", "replace"))
+        raw = self.channel._path.split(b"?", 1)[0]
+        prefix = self.server.http_api.route_prefix.encode("ascii")
+        if prefix:  # [server] route_prefix: the resource answers 404 outside it
+            if raw != prefix and not raw.startswith(prefix + b"/"):
+                return None
+            raw = raw[len(prefix) :] or b"/"
+        path = unquote(raw.decode("utf-8", "replace"))
         match = self.server.registry.match(path.rstrip("/") or "/")
         return match[0] if match is not None else None
 

@@ -9,9 +9,9 @@ import pytest
 from mtclient import start_service
 
 
-async def start_auth(tmp_path, options: str = "", extra: str = "", **kwargs):
+async def start_auth(tmp_path, options: str = "", extra: str = "", server_options: str = "", **kwargs):
     """Start a service whose ``[authorization]`` section holds ``options``; ``extra`` sections follow."""
-    text = "[server]\nhost: 127.0.0.1\n\n[authorization]\n" + options + "\n" + extra
+    text = "[server]\nhost: 127.0.0.1\n" + server_options + "\n[authorization]\n" + options + "\n" + extra
     return await start_service(str(tmp_path / "data"), text, **kwargs)
 
 

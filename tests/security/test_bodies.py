@@ -84,3 +84,19 @@ async def test_a_chunked_body_is_counted_as_it_arrives(tmp_path, kit):
         assert await client.wait_closed(5)
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodies_below_a_route_prefix_are_vetted_too(tmp_path, kit):
+    svc = await kit.start_auth(tmp_path, extra="", server_options="route_prefix: moonraker\n")
+    try:
+        status, _, _, client = await _headers_only(
+            svc, f"POST /moonraker/server/database/item HTTP/1.1\nHost: x\nContent-Length: {GIB}"
+        )
+        assert status == 401
+        status, _, _, _ = await _headers_only(
+            svc, f"POST /moonraker/access/login HTTP/1.1\nHost: x\nContent-Length: {ANONYMOUS_MAX_BODY + 1}"
+        )
+        assert status == 413
+    finally:
+        await svc.service.stopService()

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from moontwist.api.connection import Connection, SendQueue
-from moontwist.api.limits import ANONYMOUS_RPC
+from moontwist.api.limits import ANONYMOUS_RPC, AUTHENTICATED_RPC
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -20,7 +20,7 @@ __all__ = ["WebSocketConnection", "build_websocket_resource"]
 
 log = Logger()
 
-MAX_MESSAGE = 16 * 1024 * 1024
+MAX_MESSAGE = AUTHENTICATED_RPC.message
 MAX_ANONYMOUS_MESSAGE = ANONYMOUS_RPC.message
 MAX_BACKLOG = 8 * 1024 * 1024
 CLOSE_TOO_SLOW = 1008

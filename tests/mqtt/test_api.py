@@ -130,6 +130,23 @@ async def test_duplicate_mqtt_timestamp_is_refused(tmp_path, broker, kit):
 
 
 @pytest_twisted.ensureDeferred
+async def test_deep_json_is_refused_on_both_paths(tmp_path, broker, kit):
+    peer = await _listening_peer(broker)
+    svc = await kit.start_mqtt(tmp_path, broker.port)
+    try:
+        await peer.next_json(STATUS)
+        deep = "[" * 500 + "1" + "]" * 500
+        for stamp in ("", '"mqtt_timestamp": 7, '):
+            raw = ('{"jsonrpc": "2.0", "method": "server.database.post_item", "id": 1, "params": {'
+                   + stamp + '"namespace": "n", "key": "k", "value": ' + deep + "}}").encode()
+            reply = await peer.rpc(INSTANCE, "", raw=raw)
+            assert reply["error"]["code"] == 400 and "nested deeper" in reply["error"]["message"], stamp
+    finally:
+        peer.close()
+        await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_notifications_are_published_on_the_response_topic(tmp_path, broker, kit):
     peer = await _listening_peer(broker)
     svc = await kit.start_mqtt(tmp_path, broker.port)

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from moontwist import jsonutil
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
+from moontwist.api.limits import check_depth
 from moontwist.api.registry import TRANSPORTS, APIRequest, Endpoint
 from moontwist.config import ConfigError
 from moontwist.hookspecs import hookimpl
@@ -237,8 +238,12 @@ class MQTTPlugin:
         elif b"mqtt_timestamp" in payload:
             try:
                 obj = jsonutil.loads(payload)
+                check_depth(payload, obj)  # as handle_bytes does, before anything walks it
             except jsonutil.JSONDecodeError:
                 reply = dispatcher.handle_bytes(payload, "mqtt")
+            except ServerError as exc:
+                error = {"code": exc.status, "message": exc.message}
+                reply = jsonutil.dumpb({"jsonrpc": "2.0", "error": error, "id": None})
             else:
                 reply = self._screened(obj)
         else:

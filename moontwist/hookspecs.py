@@ -131,6 +131,11 @@ def connection_opened(server: Server, connection: Connection) -> None:
 
 
 @hookspec
+def connection_identified(server: Server, connection: Connection) -> None:
+    """A client identified itself (``server.connection.identify``); agents have type ``agent``."""
+
+
+@hookspec
 def connection_closed(server: Server, connection: Connection) -> None:
     """A websocket or unix socket client went away; drop what it owned."""
 

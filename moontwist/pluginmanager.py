@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "mqtt": "moontwist.plugins.mqtt:MQTTPlugin",
     "power": "moontwist.plugins.power:PowerPlugin",
     "sensor": "moontwist.plugins.sensors:SensorsPlugin",
+    "extensions": "moontwist.plugins.extensions:ExtensionsPlugin",
 }
 
 

@@ -8,10 +8,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from moontwist import jsonutil
 from moontwist.api.errors import ServerError
 
 __all__ = ["Connection", "ConnectionTable", "SendQueue"]
@@ -95,6 +97,42 @@ class Connection:
         self.client_url: str | None = None
         self.user: dict[str, Any] | None = None
         self.subscriptions: dict[str, Any] = {}
+        # Requests this server sent to the client (agents), by JSON-RPC id.
+        self.outgoing: dict[int, Deferred] = {}
+
+    def call_method(self, method: str, params: Any = None) -> Deferred:
+        """Send a JSON-RPC request to the client; fires with its result.
+
+        Fails with a ``ServerError`` when the client answers with an error or
+        goes away first (``fail_outgoing``).
+        """
+        req_id = next(_ids)
+        msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
+        if params:
+            msg["params"] = params
+        d: Deferred = Deferred(lambda _: self.outgoing.pop(req_id, None))
+        self.outgoing[req_id] = d
+        self.send_bytes(jsonutil.dumpb(msg))
+        return d
+
+    def resolve_response(self, message: dict[str, Any]) -> bool:
+        """Deliver the client's answer to ``call_method``; False when nothing waits for it."""
+        d = self.outgoing.pop(message.get("id"), None) if isinstance(message.get("id"), int) else None
+        if d is None:
+            return False
+        if "error" in message:
+            error = message["error"] if isinstance(message["error"], dict) else {}
+            text = error.get("message", message["error"])
+            d.errback(ServerError(f"{self.client_name or 'Client'} answered with an error: {text}", 424))
+        else:
+            d.callback(message.get("result"))
+        return True
+
+    def fail_outgoing(self, reason: str) -> None:
+        """Fail every request still waiting for this client's answer."""
+        pending, self.outgoing = self.outgoing, {}
+        for d in pending.values():
+            d.errback(ServerError(reason, 503))
 
     def send_bytes(self, data: bytes) -> None:
         """Send one encoded JSON-RPC message (subclasses frame it)."""
@@ -132,6 +170,7 @@ class ConnectionTable:
             return
         if conn.client_type == "agent" and self._agents.get(conn.client_name or "") == conn.connection_id:
             del self._agents[conn.client_name or ""]
+        conn.fail_outgoing(f"{conn.client_name or 'Client'} disconnected before answering")
         self._on_close(conn)
 
     def get(self, connection_id: int) -> Connection | None:
@@ -142,6 +181,11 @@ class ConnectionTable:
 
     def __iter__(self):
         return iter(list(self._conns.values()))
+
+    def agent(self, name: str) -> Connection | None:
+        """The connected agent identified as ``name``."""
+        conn_id = self._agents.get(name)
+        return self._conns.get(conn_id) if conn_id is not None else None
 
     def count(self, transport: str) -> int:
         return sum(1 for c in self._conns.values() if c.transport_name == transport)

@@ -137,6 +137,11 @@ class JSONRPCDispatcher:
         req_id = obj.get("id")
         has_id = "id" in obj
         method = obj.get("method")
+        if method is None and ("result" in obj or "error" in obj) and connection is not None:
+            # an answer to a request this server sent the client (an agent's method)
+            if not connection.resolve_response(obj):
+                log.info("JSON-RPC answer with unknown id {id} over {transport}", id=req_id, transport=transport)
+            return None
         if obj.get("jsonrpc") != "2.0" or not isinstance(method, str):
             what = "'jsonrpc' must be \"2.0\"" if obj.get("jsonrpc") != "2.0" else "'method' must be a string"
             return _error(INVALID_REQUEST, f"Invalid Request: {what}", req_id if _valid_id(req_id) else None)

@@ -218,6 +218,7 @@ class ServerPlugin:
         if verify is not None and (args.get("access_token") or args.get("api_key")):
             verify(conn, args.get("access_token"), args.get("api_key"))
         self.server.connections.identify(conn, args["client_name"], args["version"], args["type"], args["url"])
+        self.server.emit("connection_identified", connection=conn)
         return {"connection_id": conn.connection_id}
 
     async def rollover(self, request: APIRequest) -> dict[str, Any]:

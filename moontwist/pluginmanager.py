@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "power": "moontwist.plugins.power:PowerPlugin",
     "sensor": "moontwist.plugins.sensors:SensorsPlugin",
     "extensions": "moontwist.plugins.extensions:ExtensionsPlugin",
+    "octoprint_compat": "moontwist.plugins.octoprint_compat:OctoPrintPlugin",
 }
 
 

@@ -171,10 +171,6 @@ async def test_upload_with_path_checksum_and_metadata(fm):
     while not notes or notes[-1]["action"] != "create_file":
         notes.append((await ws.next_notification("notify_filelist_changed"))["params"][0])
     assert [(n["action"], n["item"]["path"]) for n in notes] == [("create_dir", "a"), ("create_file", "a/b/cube.gcode")]
-    # OctoPrint alias, treq's own multipart encoder
-    resp = await treq.post(fm.base + "/api/files/local", files={"file": ("octo.gcode", "text/plain", b"G28\n")})
-    body = json.loads(await resp.content())
-    assert resp.code == 201 and body["done"] is True and os.path.exists(gcodes(fm, "octo.gcode"))
     assert not leftovers(fm)
     ws.sendClose()
 

@@ -184,8 +184,6 @@ class FileManagerPlugin:
             Endpoint("server.files.upload", self.upload, "/server/files/upload", ("POST",), transports=HTTP,
                      raw_body=True, extra=sink,
                      description="Upload a file (multipart: file, root, path, checksum, print)"),
-            Endpoint("server.files.octoprint_upload", self.octoprint_upload, "/api/files/local", ("POST",),
-                     transports=HTTP, raw_body=True, extra=sink, description="OctoPrint-compatible upload"),
         ):
             register(endpoint)
 
@@ -306,13 +304,3 @@ class FileManagerPlugin:
 
     async def upload(self, request: APIRequest) -> Any:
         return Unwrapped(await self._finish(request))
-
-    async def octoprint_upload(self, request: APIRequest) -> Unwrapped:
-        result = await self._finish(request)
-        item = result["item"]
-        return Unwrapped(
-            {
-                "done": True,
-                "files": {"local": {"name": os.path.basename(item["path"]), "path": item["path"], "origin": "local"}},
-            }
-        )

@@ -48,6 +48,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "sensor": "moontwist.plugins.sensors:SensorsPlugin",
     "extensions": "moontwist.plugins.extensions:ExtensionsPlugin",
     "octoprint_compat": "moontwist.plugins.octoprint_compat:OctoPrintPlugin",
+    "notifier": "moontwist.plugins.notifier:NotifierPlugin",
 }
 
 

@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "extensions": "moontwist.plugins.extensions:ExtensionsPlugin",
     "octoprint_compat": "moontwist.plugins.octoprint_compat:OctoPrintPlugin",
     "notifier": "moontwist.plugins.notifier:NotifierPlugin",
+    "spoolman": "moontwist.plugins.spoolman:SpoolmanPlugin",
 }
 
 

@@ -17,7 +17,6 @@ import treq
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
-from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
 
@@ -137,6 +136,10 @@ class SpoolmanPeer:
                                    closeHandshakeTimeout=2, maxMessagePayloadSize=MAX_RESPONSE)
         endpoint: Any = HostnameEndpoint(self.reactor, parts.hostname or "", port, timeout=CONNECT_TIMEOUT)
         if secure:
+            from twisted.internet.ssl import (
+                optionsForClientTLS,  # pyOpenSSL: loaded only when needed
+            )
+
             endpoint = wrapClientTLS(optionsForClientTLS(parts.hostname or ""), endpoint)
         self._attempt = connectProtocol(endpoint, factory.buildProtocol(None))
         self._attempt.addErrback(self._failed)

@@ -164,16 +164,29 @@ events: started, exploded
 [notifier unknown_service]
 url: nosuchservice://x
 events: *
+[notifier files]
+url: json://127.0.0.1:{p}/files
+events: complete
+attach:
+    {tmp_path}/data/gcodes/pic.png
+    /etc/passwd
+    {tmp_path}/data/gcodes/missing.png
 [notifier bad_template]
 url: json://127.0.0.1:{p}/tpl
 events: started
 body: {{event_args[5].nothing.here}}
 """
+    os.makedirs(tmp_path / "data" / "gcodes")
+    (tmp_path / "data" / "gcodes" / "pic.png").write_bytes(b"\x89PNG fake")
     svc = await start_service(str(tmp_path / "data"), config(p, extra))
     try:
+        # only files inside a root are attached
+        assert (await svc.post("/debug/notifiers/test", json={"name": "files"}))[0] == 200
+        sent = at(receiver, "/files")[0]["json"]
+        assert [a["filename"] for a in sent["attachments"]] == ["pic.png"]
         svc.server.plugins.pm.get_plugin("notifier").send_timeout = 0.5
         names = [n["name"] for n in (await svc.get("/server/notifiers/list"))[1]["result"]["notifiers"]]
-        assert names == ["all", "done", "phone", "broken", "slow", "bad_template"]
+        assert names == ["all", "done", "phone", "broken", "slow", "files", "bad_template"]
         warnings = "\n".join((await svc.get("/server/info"))[1]["result"]["warnings"])
         for name in ("bad_url", "bad_event", "unknown_service"):
             assert f"[notifier {name}]" in warnings

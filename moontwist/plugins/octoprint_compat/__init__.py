@@ -123,11 +123,15 @@ class OctoPrintPlugin:
             return {}
         wanted: dict[str, Any] = {"heaters": ["available_heaters"], "print_stats": None, "virtual_sdcard": None}
         heaters = (klippy.status.get("heaters") or {}).get("available_heaters")
-        if heaters is None:
-            result = await klippy.add_subscription(OWNER, wanted)
-            heaters = (result["status"].get("heaters") or {}).get("available_heaters") or []
-        wanted.update((name, ["temperature", "target"]) for name in heaters)
-        await klippy.add_subscription(OWNER, wanted)
+        try:
+            if heaters is None:
+                result = await klippy.add_subscription(OWNER, wanted)
+                heaters = (result["status"].get("heaters") or {}).get("available_heaters") or []
+            wanted.update((name, ["temperature", "target"]) for name in heaters)
+            await klippy.add_subscription(OWNER, wanted)
+        except ServerError as exc:  # Klippy went away meanwhile: OctoPrint clients see "Offline"
+            log.info("OctoPrint status unavailable: {e}", e=exc.message)
+            return {}
         return klippy.status
 
     def _state(self, status: dict[str, dict[str, Any]]) -> str:

@@ -16,12 +16,15 @@ from moontwist.hookspecs import hookimpl
 from moontwist.plugins.files import archive, listing
 from moontwist.plugins.files.downloads import DownloadResource
 from moontwist.plugins.files.metadata import DEFAULT_PARSERS
+from moontwist.plugins.files.metadata.thumbnails import THUMB_TEMP_PREFIX
 from moontwist.plugins.files.metadata_cache import MetadataStore
 from moontwist.plugins.files.operations import FileManager
 from moontwist.plugins.files.paths import resolve
-from moontwist.plugins.files.roots import Roots
-from moontwist.plugins.files.uploads import UploadSink, finish_upload
+from moontwist.plugins.files.roots import Root, Roots
+from moontwist.plugins.files.uploads import TEMP_PREFIX as UPLOAD_TEMP_PREFIX
+from moontwist.plugins.files.uploads import UPLOAD_ROOTS, UploadSink, finish_upload
 from moontwist.plugins.files.watcher import Watcher
+from moontwist.storage.confined import COPY_PREFIX, Tree, sweep_temp_files
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -31,6 +34,8 @@ __all__ = ["FileManagerPlugin"]
 log = Logger()
 
 HTTP = frozenset({"http"})
+# every temporary name the file manager writes through (uploads, archives, copies, thumbnails)
+TEMP_PREFIXES = (UPLOAD_TEMP_PREFIX, archive.TEMP_PREFIX, COPY_PREFIX, THUMB_TEMP_PREFIX)
 
 
 class FileManagerPlugin:
@@ -77,6 +82,9 @@ class FileManagerPlugin:
         if extra:
             self.manager.processor.parsers = (*extra, *DEFAULT_PARSERS)
         await self.manager.store.load()
+        writable = [root for name in UPLOAD_ROOTS if (root := self.roots.find(name)) is not None and root.writable]
+        for path in await self.manager.in_thread(_sweep, writable):
+            log.info("Removed a temporary file left by an interrupted run: {path}", path=path)
         if self.observer == "inotify":
             self.watcher = Watcher(server.reactor, self.manager.announce)
             self.manager.suppress = self.watcher.suppress
@@ -316,3 +324,8 @@ class FileManagerPlugin:
                 "files": {"local": {"name": os.path.basename(item["path"]), "path": item["path"], "origin": "local"}},
             }
         )
+
+
+def _sweep(roots: list[Root]) -> list[str]:
+    """Remove the temporary files a killed process left in ``roots`` (blocking)."""
+    return [path for root in roots for path in sweep_temp_files(Tree(root.path), TEMP_PREFIXES)]

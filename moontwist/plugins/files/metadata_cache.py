@@ -118,6 +118,11 @@ class MetadataProcessor:
         self.timeout = timeout
         self.limit = DeferredSemaphore(concurrency)
         self.pending: dict[str, Deferred] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The plugin is stopping: extractions still running store nothing and notify nobody."""
+        self.stopped = True
 
     def scan(self, rel: str, full: str) -> Deferred:
         """Extract ``full`` and store it under ``rel``; fires with the metadata (or None)."""
@@ -139,6 +144,8 @@ class MetadataProcessor:
         d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._run, full, self.root())
         d.addTimeout(self.timeout, self.reactor)
         d.addCallbacks(lambda meta: self._stored(rel, full, meta), lambda f: self._failed(rel, full, f))
+        # the scan never fails (every waiter gets metadata or None): a bug here is logged once
+        d.addErrback(lambda f: log.failure("Storing the metadata of {rel} failed", f, rel=rel))
         return d
 
     def _run(self, full: str, root: str | None) -> dict[str, Any]:
@@ -147,7 +154,7 @@ class MetadataProcessor:
         return extract_metadata(full, parsers=self.parsers, root=root)
 
     def _stored(self, rel: str, full: str, meta: dict[str, Any]) -> dict[str, Any] | None:
-        if not os.path.exists(full):
+        if self.stopped or not os.path.exists(full):
             return None
         meta["filename"] = rel
         self.store.put(rel, meta)
@@ -155,6 +162,8 @@ class MetadataProcessor:
         return meta
 
     def _failed(self, rel: str, full: str, failure: Any) -> dict[str, Any] | None:
+        if self.stopped:
+            return None
         if failure.check(DeferTimeout):
             log.warn("Metadata extraction of {rel} timed out", rel=rel)
         elif not failure.check(OSError):

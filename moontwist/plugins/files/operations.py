@@ -126,7 +126,7 @@ class FileManager:
         elif action in ("create_file", "modify_file", "move_file"):
             rel = self.gcodes_rel(root, full)
             if rel is not None:
-                self.processor.scan(rel, full)
+                _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
         elif action == "create_dir" and root.name == "gcodes":
             self.scan_missing(full)
 
@@ -155,7 +155,10 @@ class FileManager:
         self.server.notify("notify_metadata_update", meta)
 
     def scan_missing(self, folder: str | None = None) -> Any:
-        """Extract metadata, in the background, of G-code files that have none or changed."""
+        """Extract metadata, in the background, of G-code files that have none or changed.
+
+        Errors are logged; the Deferred fires with the number of files looked at.
+        """
         gcodes = self.roots.find("gcodes")
         if gcodes is None:
             return None
@@ -169,10 +172,10 @@ class FileManager:
                     continue
                 meta = self.store.get(rel)
                 if meta is None or meta.get("size") != info["size"] or meta.get("modified") != info["modified"]:
-                    self.processor.scan(rel, full)
+                    _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
             return len(files)
 
-        return d.addCallback(queue)
+        return _observed(d.addCallback(queue), "Metadata scan")
 
     # operations -----------------------------------------------------------------------------
 
@@ -248,6 +251,11 @@ class FileManager:
         await self.change(f"copy {source}", Tree(dst_root.path).copy, Tree(src_root.path), src, dst)
         action = "create_dir" if is_dir else ("modify_file" if existed else "create_file")
         return self.announce(action, dst_root, dst)
+
+
+def _observed(d: Any, what: str) -> Any:
+    """``d`` with its failure logged (background work nobody waits for)."""
+    return d.addErrback(lambda f: log.failure("{what} failed", f, what=what))
 
 
 # blocking changes, confined to their root (run in a thread) ------------------------------

@@ -92,12 +92,13 @@ class FileManagerPlugin:
                 root = self.roots.find(name)
                 if root is not None:
                     self.watcher.watch(root)
-        self.manager.scan_missing().addErrback(lambda f: log.failure("Metadata scan failed", f))
+        self.manager.scan_missing()
 
     @hookimpl
     def shutdown(self, server: Server) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        self.manager.processor.stop()
 
     @hookimpl
     def klippy_state_changed(self, server: Server, state: str) -> None:
@@ -138,7 +139,7 @@ class FileManagerPlugin:
         self.server.notify("notify_filelist_changed", result)
         self.server.emit("file_changed", action="root_update", item=result["item"], source_item=result["source_item"])
         if name == "gcodes":
-            self.manager.scan_missing()
+            self.manager.scan_missing()  # observed inside
 
     # endpoints ------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import os
 import threading
 
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.logger import globalLogPublisher
 
 from mtclient import sleep, start_service, wait_for
@@ -30,6 +31,10 @@ def inotify_usage(pid: str = "self") -> tuple[int, int]:
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def timers() -> int:
+    return len(reactor.getDelayedCalls())
 
 
 def own_threads() -> list[str]:
@@ -70,7 +75,7 @@ async def test_twenty_restarts_release_every_watch_and_descriptor(tmp_path):
     try:
         await wait_for(lambda: svc.server.klippy_state == "ready", timeout=10)
         await sleep(0.3)
-        base_inotify, base_fds, base_threads = inotify_usage(), open_fds(), own_threads()
+        base_inotify, base_fds, base_threads, base_timers = inotify_usage(), open_fds(), own_threads(), timers()
         assert base_inotify[0] >= 2  # gcodes and config are watched
         for _ in range(20):
             code, _body = await svc.post("/server/restart")
@@ -81,6 +86,7 @@ async def test_twenty_restarts_release_every_watch_and_descriptor(tmp_path):
         assert inotify_usage() == base_inotify
         assert open_fds() <= base_fds + 2  # a client socket or two may still be closing
         assert own_threads() == base_threads  # one database writer and reader, no more
+        assert timers() <= base_timers + 2  # a Klippy request's timeout may be pending
         ws = await svc.ws()  # and the tree is still watched
         (data / "gcodes" / "a" / "b" / "x.gcode").write_text("G28\n")
         note = await ws.next_notification("notify_filelist_changed")

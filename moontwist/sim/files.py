@@ -44,7 +44,7 @@ def write_printer_cfg(config_dir: str, sections: dict[str, dict[str, Any]]) -> s
     path = os.path.join(config_dir, PRINTER_CFG)
     os.makedirs(config_dir, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except FileExistsError:
         return path  # the user's (or an earlier start's): never overwritten
     with contextlib.closing(os.fdopen(fd, "w", encoding="utf-8")) as f:

@@ -92,13 +92,6 @@ class Folder:
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(_check_name(name), dir_fd=self.fd, follow_symlinks=False)
 
-    def exists(self, name: str) -> bool:
-        try:
-            self.lstat(name)
-        except FileNotFoundError:
-            return False
-        return True
-
     def _is_link(self, name: str) -> bool:
         try:
             return stat.S_ISLNK(self.lstat(name).st_mode)
@@ -113,7 +106,7 @@ class Folder:
         _check_name(name)
         if create:
             try:
-                os.mkdir(name, 0o755, dir_fd=self.fd)
+                os.mkdir(name, 0o777, dir_fd=self.fd)
             except FileExistsError:
                 pass
         flags = _DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
@@ -143,7 +136,7 @@ class Folder:
             name = temp_name(prefix)
             try:
                 fd = os.open(
-                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.fd
+                    name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=self.fd
                 )
             except FileExistsError:
                 continue
@@ -167,7 +160,7 @@ class Folder:
         os.rename(_check_name(name), _check_name(dest_name), src_dir_fd=self.fd, dst_dir_fd=dest.fd)
 
     def mkdir(self, name: str) -> None:
-        os.mkdir(_check_name(name), 0o755, dir_fd=self.fd)
+        os.mkdir(_check_name(name), 0o777, dir_fd=self.fd)
 
     def unlink(self, name: str) -> None:
         os.unlink(_check_name(name), dir_fd=self.fd)
@@ -216,9 +209,8 @@ class Tree:
     def real(self) -> str:
         return os.path.realpath(self.base)
 
-    def _check(self, fd: int, shown: str, real: str | None = None) -> None:
-        where = _where(fd)
-        if not _inside(real or self.real(), where):
+    def _check(self, fd: int, shown: str) -> None:
+        if not _inside(self.real(), _where(fd)):
             raise OutsideTree(errno.EACCES, "Leads outside its root", shown)
 
     def _adopt(self, fd: int, shown: str) -> Folder:

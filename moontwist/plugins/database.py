@@ -164,6 +164,7 @@ class DatabasePlugin:
     server: Server
     db: Database
     history: HistoryStore
+    unsafe_shutdowns: int | None = None  # counted at start-up, written back at a clean stop
 
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
@@ -368,10 +369,9 @@ class DatabasePlugin:
         return Deferred.fromCoroutine(self._shutdown())
 
     async def _shutdown(self) -> None:
-        count = getattr(self, "unsafe_shutdowns", None)
-        if count is not None:
+        if self.unsafe_shutdowns is not None:
             try:
-                await self.db.insert_item("database", "unsafe_shutdowns", count)
+                await self.db.insert_item("database", "unsafe_shutdowns", self.unsafe_shutdowns)
             except Exception as exc:
                 log.warn("Unsafe shutdown count not saved: {error}", error=exc)
         await self.db.close()

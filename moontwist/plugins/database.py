@@ -61,7 +61,6 @@ single writer thread inside a transaction and must not BEGIN/COMMIT themselves.
 from __future__ import annotations
 
 import os
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -78,6 +77,7 @@ from moontwist.hookspecs import hookimpl
 from moontwist.storage.database import Database
 from moontwist.storage.database import _check_namespace as check_namespace
 from moontwist.storage.history import HistoryStore
+from moontwist.storage.instance import instance_uuid
 from moontwist.storage.moonraker_import import import_moonraker_db
 
 if TYPE_CHECKING:
@@ -327,9 +327,13 @@ class DatabasePlugin:
         )
 
     async def _moonraker_namespace(self) -> None:
-        """As Moonraker: the ``moonraker`` namespace names this installation."""
-        if await DatabaseNamespace(self.db, "moonraker").get("instance_id", None) is None:
-            await self.db.insert_item("moonraker", "instance_id", uuid.uuid4().hex)
+        """As Moonraker: the ``moonraker`` namespace names this installation (its uuid file's id)."""
+        stored = await DatabaseNamespace(self.db, "moonraker").get("instance_id", None)
+        current = instance_uuid(self.server.datapath)
+        if stored is None:
+            await self.db.insert_item("moonraker", "instance_id", current)
+        elif stored != current:
+            log.warn("Stored instance id {stored} differs from this data path's {current}", stored=stored, current=current)
 
     async def _count_start(self) -> int:
         """Count this start as an unsafe shutdown until a clean one writes the count back."""

@@ -86,6 +86,8 @@ async def test_moonraker_namespace_always_exists_and_refuses_client_writes(svc):
         assert "moonraker" in (await client.call("server.database.list"))["namespaces"]
         value = (await client.call("server.database.get_item", {"namespace": "moonraker"}))["value"]
         assert re.fullmatch(r"[0-9a-f]{32}", value["instance_id"])
+        with open(os.path.join(svc.server.datapath, ".moonraker.uuid")) as f:  # Moonraker's id file
+            assert f.read().strip() == value["instance_id"]
         assert value["file_manager"]["metadata_version"] == 3
         got = await client.call("server.database.get_item", {"namespace": "moonraker", "key": "instance_id"})
         assert got["value"] == value["instance_id"]

@@ -52,6 +52,8 @@ def test_installed_copy_runs_with_the_simulated_printer(installed, tmp_path):
         info = wait_for_json(d, "/server/info", lambda r: r["result"]["klippy_state"] == "ready")["result"]
         assert info["failed_components"] == []
         assert {"klippy_apis", "file_manager", "database"} <= set(info["components"])
+        # the simulator's example configs and docs were installed (its klipper_path)
+        assert {"config_examples", "docs"} <= set(info["registered_directories"])
     finally:
         d.stop()
 

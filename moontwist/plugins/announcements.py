@@ -243,7 +243,7 @@ class AnnouncementsPlugin:
         if name in self._feeds():
             return {"feed": name, "action": "skipped"}
         self.stored.append(name)
-        self.settings.insert("announcements.stored_feeds", list(self.stored))
+        self._save_setting("announcements.stored_feeds", list(self.stored))
         await self._refresh([name])
         return {"feed": name, "action": "added"}
 
@@ -256,7 +256,7 @@ class AnnouncementsPlugin:
         await self.lock.acquire()
         try:
             self.stored.remove(name)
-            self.settings.insert("announcements.stored_feeds", list(self.stored))
+            self._save_setting("announcements.stored_feeds", list(self.stored))
             if self._prune(name, set()):
                 self._notify_update()
         finally:
@@ -275,6 +275,9 @@ class AnnouncementsPlugin:
             key = self.keys[entry["entry_id"]] = f"{self.next_key:06X}"
             self.next_key += 1
         self.store.insert(key, dict(entry)).addErrback(lambda f: log.failure("Saving an announcement failed", f))
+
+    def _save_setting(self, key: str, value: Any) -> None:
+        self.settings.insert(key, value).addErrback(lambda f: log.failure("Saving {key} failed", f, key=key))
 
     def _prune(self, feed: str, keep: set[str]) -> bool:
         """Drop the entries of ``feed`` not in ``keep``; True when any were dropped."""
@@ -380,7 +383,7 @@ class AnnouncementsPlugin:
         etag = resp.headers.getRawHeaders(b"etag", [None])[0]
         if etag is not None and self.etags.get(name) != etag.decode("latin-1"):
             self.etags[name] = etag.decode("latin-1")
-            self.settings.insert(f"announcements.{name}.etag", self.etags[name])
+            self._save_setting(f"announcements.{name}.etag", self.etags[name])
         return body
 
     def _unavailable(self, url: str, why: str) -> None:

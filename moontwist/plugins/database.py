@@ -12,7 +12,21 @@ Endpoints (HTTP and JSON-RPC)::
     POST   /server/database/restore   server.database.restore       then the server restarts
 
 The namespaces ``moonraker``, ``gcode_metadata``, ``history`` and every namespace a
-plugin reserves are read-only to clients (403) but readable.
+plugin reserves are read-only to clients (403) but readable; ``moonraker`` always
+exists (it holds the ``instance_id``, ``file_manager.*``, ``klippy_connection.*`` and
+``announcements.*`` as Moonraker keeps them).  The ``database`` namespace (unsafe
+shutdown count) is the server's own: clients may neither list, read nor write it.
+
+With ``[database] enable_database_debug: True`` Moonraker's debug endpoints exist too::
+
+    GET    /debug/database/list       debug.database.list           every namespace, backup and table
+    GET    /debug/database/item       debug.database.get_item       read any namespace
+    POST   /debug/database/item       debug.database.post_item      write any namespace
+    DELETE /debug/database/item       debug.database.delete_item
+    GET    /debug/database/table      debug.database.table          every row of a table
+
+Secrets never leave through them: the password hashes, salts and signing keys of
+``auth_users`` (the API key is the hash of its ``_API_KEY_USER_`` row) are redacted.
 
 At start-up the database (``<datapath>/database/moontwist.db``) is opened and a
 Moonraker database found at ``<datapath>/database/moonraker-sql.db`` is imported once
@@ -50,8 +64,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from moontwist import jsonutil
 from moontwist.api.args import Arg
 from moontwist.api.errors import ArgumentError, ServerError
 from moontwist.api.limits import LARGE_BODY
@@ -61,6 +77,7 @@ from moontwist.hookspecs import hookimpl
 from moontwist.storage.database import Database
 from moontwist.storage.database import _check_namespace as check_namespace
 from moontwist.storage.history import HistoryStore
+from moontwist.storage.instance import instance_uuid
 from moontwist.storage.moonraker_import import import_moonraker_db
 
 if TYPE_CHECKING:
@@ -72,6 +89,10 @@ log = Logger()
 
 MOONRAKER_DB_FILENAME = "moonraker-sql.db"
 _MISSING: Any = object()
+# auth_users columns a debug endpoint may show as stored; every other column is redacted
+AUTH_TABLE = "auth_users"
+AUTH_PUBLIC_COLUMNS = frozenset({"rowid", "username", "hash_scheme", "source", "created_on"})
+REDACTED = "<redacted>"
 
 
 class DatabaseNamespace:
@@ -143,6 +164,7 @@ class DatabasePlugin:
     server: Server
     db: Database
     history: HistoryStore
+    unsafe_shutdowns: int | None = None  # counted at start-up, written back at a clean stop
 
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
@@ -250,6 +272,25 @@ class DatabasePlugin:
                 description="Restore a backup, then restart the server",
             )
         )
+        if self.debug:
+            self._register_debug(register, namespace, item_key)
+
+    def _register_debug(self, register: Any, namespace: Arg, item_key: Arg) -> None:
+        for endpoint in (
+            Endpoint("debug.database.list", self.debug_list, "/debug/database/list",
+                     description="Debug: every namespace (forbidden ones too), backup and table"),
+            Endpoint("debug.database.get_item", self.debug_get_item, "/debug/database/item",
+                     args=(namespace, item_key), description="Debug: read an item of any namespace"),
+            Endpoint("debug.database.post_item", self.debug_post_item, "/debug/database/item", ("POST",),
+                     args=(namespace, item_key, Arg("value", "any", required=True, description="Any JSON value")),
+                     description="Debug: store an item in any namespace"),
+            Endpoint("debug.database.delete_item", self.debug_delete_item, "/debug/database/item", ("DELETE",),
+                     args=(namespace, item_key), description="Debug: remove an item of any namespace"),
+            Endpoint("debug.database.table", self.debug_table, "/debug/database/table",
+                     args=(Arg("table", required=True, description="Table name"),),
+                     description="Debug: every row of a table (secrets redacted)"),
+        ):
+            register(endpoint)
 
     # lifecycle -----------------------------------------------------------------
 
@@ -272,11 +313,34 @@ class DatabasePlugin:
                 )
             else:
                 self._log_import(source, summary)
+        await self._moonraker_namespace()
+        self.unsafe_shutdowns = await self._count_start()
+        reactor = server.reactor
+        swept = await deferToThreadPool(reactor, reactor.getThreadPool(), self.db.sweep_backup_temp_files)
+        for path in swept:
+            log.info("Removed a partial backup left by an interrupted run: {path}", path=path)
         log.info(
-            "Database {path} open: {count} namespaces",
+            "Database {path} open: {count} namespaces, {unsafe} unsafe shutdowns",
             path=self.db.db_path,
             count=len(self.db.namespaces()),
+            unsafe=self.unsafe_shutdowns,
         )
+
+    async def _moonraker_namespace(self) -> None:
+        """As Moonraker: the ``moonraker`` namespace names this installation (its uuid file's id)."""
+        stored = await DatabaseNamespace(self.db, "moonraker").get("instance_id", None)
+        current = instance_uuid(self.server.datapath)
+        if stored is None:
+            await self.db.insert_item("moonraker", "instance_id", current)
+        elif stored != current:
+            log.warn("Stored instance id {stored} differs from this data path's {current}", stored=stored, current=current)
+
+    async def _count_start(self) -> int:
+        """Count this start as an unsafe shutdown until a clean one writes the count back."""
+        count = await DatabaseNamespace(self.db, "database").get("unsafe_shutdowns", 0)
+        count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+        await self.db.insert_item("database", "unsafe_shutdowns", count + 1)
+        return count
 
     @staticmethod
     def _log_import(source: str, summary: dict[str, Any]) -> None:
@@ -306,7 +370,15 @@ class DatabasePlugin:
 
     @hookimpl
     def shutdown(self, server: Server) -> Deferred:
-        return self.db.close()
+        return Deferred.fromCoroutine(self._shutdown())
+
+    async def _shutdown(self) -> None:
+        if self.unsafe_shutdowns is not None:
+            try:
+                await self.db.insert_item("database", "unsafe_shutdowns", self.unsafe_shutdowns)
+            except Exception as exc:
+                log.warn("Unsafe shutdown count not saved: {error}", error=exc)
+        await self.db.close()
 
     # helpers ---------------------------------------------------------------------
 
@@ -314,7 +386,12 @@ class DatabasePlugin:
         if self.server.printing:
             raise ServerError(f"Cannot {action} the database while Klipper is {self.server.print_state}", 400)
 
+    def _readable(self, namespace: str) -> None:
+        if self.db.is_forbidden(namespace):
+            raise ServerError(f"Read/Write access to namespace '{namespace}' is forbidden", 403)
+
     def _writable(self, namespace: str) -> None:
+        self._readable(namespace)
         if self.db.is_reserved(namespace):
             raise ServerError(f"Namespace '{namespace}' is read-only", 403)
 
@@ -323,29 +400,63 @@ class DatabasePlugin:
     def list(self, request: APIRequest) -> dict[str, Any]:
         return {"namespaces": self.db.namespaces(), "backups": self.db.list_backups()}
 
-    def get_item(self, request: APIRequest) -> Deferred:
+    def get_item(self, request: APIRequest, *, debug: bool = False) -> Deferred:
         namespace = _check_namespace(request.args["namespace"])
         key = _check_key(request.args.get("key"), required=False)
+        if not debug:
+            self._readable(namespace)
         return self.db.get_item(namespace, key).addCallback(
             lambda value: {"namespace": namespace, "key": key, "value": value}
         )
 
-    def post_item(self, request: APIRequest) -> Deferred:
+    def post_item(self, request: APIRequest, *, debug: bool = False) -> Deferred:
         args = request.args
         namespace = _check_namespace(args["namespace"])
         key = _check_key(args.get("key"), required=True)
-        self._writable(namespace)
+        if not debug:
+            self._writable(namespace)
         return self.db.insert_item(namespace, key, args["value"]).addCallback(
             lambda value: {"namespace": namespace, "key": key, "value": value}
         )
 
-    def delete_item(self, request: APIRequest) -> Deferred:
+    def delete_item(self, request: APIRequest, *, debug: bool = False) -> Deferred:
         namespace = _check_namespace(request.args["namespace"])
         key = _check_key(request.args.get("key"), required=True)
-        self._writable(namespace)
+        if not debug:
+            self._writable(namespace)
         return self.db.delete_item(namespace, key).addCallback(
             lambda value: {"namespace": namespace, "key": key, "value": value}
         )
+
+    # debug endpoints (enable_database_debug) ----------------------------------------
+
+    async def debug_list(self, request: APIRequest) -> dict[str, Any]:
+        return {
+            "namespaces": self.db.namespaces(forbidden=True),
+            "backups": self.db.list_backups(),
+            "tables": await self.db.tables(),
+        }
+
+    def _debug_used(self, request: APIRequest) -> None:
+        log.info("Database debug endpoint {method} used", method=request.endpoint.method)
+
+    def debug_get_item(self, request: APIRequest) -> Deferred:
+        return self.get_item(request, debug=True)
+
+    def debug_post_item(self, request: APIRequest) -> Deferred:
+        self._debug_used(request)
+        return self.post_item(request, debug=True)
+
+    def debug_delete_item(self, request: APIRequest) -> Deferred:
+        self._debug_used(request)
+        return self.delete_item(request, debug=True)
+
+    async def debug_table(self, request: APIRequest) -> dict[str, Any]:
+        table = request.args["table"]
+        if not isinstance(table, str) or not table:
+            raise ArgumentError("Argument 'table' must be a non-empty string", "table")
+        rows = await self.db.table_rows(table)
+        return {"table_name": table, "rows": [_shown_row(table, row) for row in rows]}
 
     def compact(self, request: APIRequest) -> Deferred:
         self._refuse_while_printing("compact")
@@ -372,3 +483,24 @@ class DatabasePlugin:
             return result
 
         return self.db.restore(request.args["filename"]).addCallback(restart)
+
+
+def _shown_cell(value: Any) -> Any:
+    """A cell as JSON: stored JSON (BLOB columns) decoded, other bytes as hex."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        try:
+            return jsonutil.loads(data)
+        except jsonutil.JSONDecodeError:
+            return data.hex()
+    return value
+
+
+def _shown_row(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a debug endpoint: secrets of the auth table are redacted."""
+    shown = {name: _shown_cell(value) for name, value in row.items()}
+    if table == AUTH_TABLE:
+        for name, value in shown.items():
+            if name not in AUTH_PUBLIC_COLUMNS and value is not None:
+                shown[name] = REDACTED
+    return shown

@@ -162,17 +162,18 @@ class JobQueuePlugin:
     @hookimpl
     def klippy_state_changed(self, state: str) -> None:
         if state == "ready":
-            self._locked(self._klippy_ready)
+            _observed(self._locked(self._klippy_ready), "Job queue start-up load")
         elif state == "shutdown":
             requested = self.pause_requested
-            self.pause_queue().addCallback(lambda _: setattr(self, "pause_requested", requested))
+            d = self.pause_queue().addCallback(lambda _: setattr(self, "pause_requested", requested))
+            _observed(d, "Job queue pause at Klippy shutdown")
 
     @hookimpl
     def job_state_changed(self, new: str) -> None:
         if new == "complete" and self.automatic:
-            self._locked(self._job_complete)
+            _observed(self._locked(self._job_complete), "Job queue after a completed job")
         elif new in ("error", "cancelled"):
-            self._locked(self._job_aborted)
+            _observed(self._locked(self._job_aborted), "Job queue after an aborted job")
 
     async def _klippy_ready(self) -> None:
         if self.load_on_startup and self.jobs and self.state in ("ready", "paused"):
@@ -361,3 +362,8 @@ class JobQueuePlugin:
             self.jobs = {job_id: job, **self.jobs}
 
         return self._locked(jump).addCallback(self._result)
+
+
+def _observed(d: Deferred, what: str) -> Deferred:
+    """``d`` with its failure logged (work started by an event, which nobody waits for)."""
+    return d.addErrback(lambda f: log.failure("{what} failed", f, what=what))

@@ -135,7 +135,7 @@ class KlippyAPIsPlugin:
 
             self.simulator = KlippySimulator(
                 path, server.path("gcodes"), speed=self.sim_speed, reactor=server.reactor,
-                log_path=server.path("logs", "klippy.log"),
+                log_path=server.path("logs", "klippy.log"), config_dir=server.path("config"),
             )
             yield self.simulator.start()
         self.klippy = KlippyConnection(server, path)

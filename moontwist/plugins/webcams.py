@@ -30,7 +30,6 @@ means an answer below 400 (the body is not read).
 from __future__ import annotations
 
 import copy
-import os
 import re
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,7 @@ from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config, ConfigError, ConfigSection
 from moontwist.hookspecs import hookimpl
 from moontwist.plugins.database import DatabaseNamespace
+from moontwist.storage.instance import instance_uuid
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -145,19 +145,6 @@ def _from_config(section: ConfigSection, instance: uuid.UUID) -> dict[str, Any]:
     return entry
 
 
-def _instance_uuid(datapath: str) -> uuid.UUID:
-    """The instance id Moonraker keeps in ``<datapath>/.moonraker.uuid``; made when missing."""
-    path = os.path.join(datapath, ".moonraker.uuid")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return uuid.UUID(f.read().strip())
-    except (OSError, ValueError):
-        value = uuid.uuid4()
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(value.hex)
-        return value
-
-
 def _lookup(
     cams: list[dict[str, Any]], args: dict[str, Any], required: bool = True
 ) -> dict[str, Any] | None:
@@ -223,7 +210,7 @@ class WebcamPlugin:
         self.store = DatabaseNamespace(db, NAMESPACE)
         self.lock = DeferredLock()
         sections = [s for s in config.sections() if s.startswith("webcam ") and s[7:].strip()]
-        instance = _instance_uuid(server.datapath) if sections else uuid.NAMESPACE_URL
+        instance = uuid.UUID(instance_uuid(server.datapath)) if sections else uuid.NAMESPACE_URL
         self.configured = [_from_config(config.section(s), instance) for s in sections]
 
     @hookimpl

@@ -17,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated-time factor (motion, heating, print duration)")
     parser.add_argument("--startup-delay", type=float, default=0.3,
                         help="seconds spent in 'startup' after (re)start")
+    parser.add_argument("--config-dir", help="folder to write printer.cfg into (once; never overwritten)")
     args = parser.parse_args(argv)
     if args.speed <= 0:
         parser.error("--speed must be positive")
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from .simulator import KlippySimulator
 
     sim = KlippySimulator(args.socket, args.gcodes, speed=args.speed, reactor=reactor,
-                          startup_delay=args.startup_delay)
+                          startup_delay=args.startup_delay, config_dir=args.config_dir)
     failed = []
 
     def start_failed(failure):

@@ -13,6 +13,7 @@ from twisted.internet.endpoints import UNIXServerEndpoint
 
 from ..jsonutil import dumpb
 from .clock import SimClock
+from .files import write_printer_cfg
 from .printer import Printer
 from .protocol import KlippyConnection, KlippyFactory
 from .status import StatusHub
@@ -35,7 +36,8 @@ class KlippySimulator:
     def __init__(self, socket_path: str, gcodes_path: str, *, speed: float = 1.0,
                  reactor=None, startup_delay: float = 0.3,
                  restart_delay: float | None = None, start_state: str = "ready",
-                 start_message: str | None = None, log_path: str | None = None) -> None:
+                 start_message: str | None = None, log_path: str | None = None,
+                 config_dir: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         if start_state not in STATES:
@@ -50,6 +52,8 @@ class KlippySimulator:
         self.start_state = start_state
         self.start_message = start_message
         self.log_path = log_path
+        self.config_dir = config_dir
+        self.config_file: str | None = None  # printer.cfg in config_dir, once started
         self.connections: list[KlippyConnection] = []
         self.silenced_methods: set[str] = set()
         self.restart_count = 0
@@ -70,8 +74,14 @@ class KlippySimulator:
         return self.printer.state
 
     def start(self) -> Deferred:
-        """Bind the socket; fires once listening (the printer then boots)."""
+        """Bind the socket; fires once listening (the printer then boots).
+
+        With a ``config_dir``, the configuration the printer reports is written
+        there as printer.cfg first, unless that file exists.
+        """
         self._stopped = False
+        if self.config_dir is not None and self.config_file is None:
+            self.config_file = write_printer_cfg(self.config_dir, self.printer.static_status("configfile")["config"])
         d = self._listen()
         d.addCallback(lambda _: self._boot())
         return d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from twisted.python.failure import Failure
 from ..machine.cpuinfo import parse_cpuinfo
 from ..machine.hostfs import read_text
 from .errors import GCodeError, WebRequestError
+from .files import KLIPPER_PATH
 from .printer import SOFTWARE_VERSION, load_data
 
 log = logging.getLogger(__name__)
@@ -151,13 +153,13 @@ class Webhooks:
             "state": printer.state,
             "state_message": printer.state_message,
             "hostname": "vm",
-            "klipper_path": "/home/pi/klipper",
-            "python_path": "/home/pi/klippy-env/bin/python",
+            "klipper_path": KLIPPER_PATH,
+            "python_path": sys.executable,
             "process_id": os.getpid(),
             "user_id": os.getuid(),
             "group_id": os.getgid(),
-            "log_file": self.sim.log_path or "/home/pi/printer_data/logs/klippy.log",
-            "config_file": "/home/pi/printer_data/config/printer.cfg",
+            "log_file": self.sim.log_path,
+            "config_file": self.sim.config_file,
             "software_version": SOFTWARE_VERSION,
             "cpu_info": self.cpu_info,
         }

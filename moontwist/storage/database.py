@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
+from moontwist.storage.confined import OutsideTree, Tree, sweep_temp_files
 
 __all__ = ["Database", "DEFAULT_MAX_VALUE_SIZE", "ensure_table", "split_sql"]
 
@@ -42,6 +43,11 @@ DB_FILENAME = "moontwist.db"
 DEFAULT_MAX_VALUE_SIZE = 10 * 1024 * 1024
 BUILTIN_OWNER = "moontwist"
 BUILTIN_RESERVED = ("moonraker", "gcode_metadata", "history")
+# Moonraker's "database" namespace: the server's own bookkeeping, which clients may not even read
+BUILTIN_FORBIDDEN = ("database",)
+# always listed and readable, even before anything is stored in it
+ALWAYS_PRESENT = ("moonraker",)
+BACKUP_TEMP_PREFIX = ".backup-"
 _BATCH_LIMIT = 256
 _NAMESPACE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 _BACKUP_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}")
@@ -181,6 +187,12 @@ def _fire(results: list[tuple[Deferred, Any]]) -> None:
             d.callback(result)
 
 
+def _outside_refused(failure: Failure, what: str) -> Failure:
+    if failure.check(OutsideTree):
+        raise ServerError(f"Cannot {what}: the backup folder leads outside the data path", 403)
+    return failure
+
+
 def _check_namespace(namespace: Any) -> str:
     if not isinstance(namespace, str) or not namespace:
         raise ServerError("Argument 'namespace' must be a non-empty string", 400)
@@ -296,7 +308,7 @@ class Database:
         self.backup_dir = os.path.join(self.data_path, "backup", "database")
         self.max_value_size = max_value_size
         self._store: dict[str, dict[str, bytes]] = {}
-        self._reserved: dict[str, str] = dict.fromkeys(BUILTIN_RESERVED, BUILTIN_OWNER)
+        self._reserved: dict[str, str] = dict.fromkeys(BUILTIN_RESERVED + BUILTIN_FORBIDDEN, BUILTIN_OWNER)
         self._tables: dict[str, tuple[str, int, dict[int, Upgrade]]] = {}
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
@@ -394,15 +406,24 @@ class Database:
 
     # -- namespaces --------------------------------------------------------------
 
-    def namespaces(self) -> list[str]:
-        """Namespaces holding data, plus those reserved by plugins."""
+    def namespaces(self, *, forbidden: bool = False) -> list[str]:
+        """Namespaces holding data, plus those reserved by plugins and ``moonraker``.
+
+        Forbidden namespaces are left out unless ``forbidden`` (debug endpoints).
+        """
         names = list(self._store)
         names.extend(ns for ns in self._reserved if self._registered(ns) and ns not in self._store)
+        if not forbidden:
+            names = [ns for ns in names if ns not in BUILTIN_FORBIDDEN]
         return names
 
     def _registered(self, namespace: str) -> bool:
-        """Reserved by a plugin: such a namespace exists (empty) even without rows."""
-        return self._reserved.get(namespace, BUILTIN_OWNER) != BUILTIN_OWNER
+        """Reserved by a plugin (or always present): it exists, empty, even without rows."""
+        return namespace in ALWAYS_PRESENT or self._reserved.get(namespace, BUILTIN_OWNER) != BUILTIN_OWNER
+
+    def is_forbidden(self, namespace: str) -> bool:
+        """Whether clients may neither read nor write ``namespace`` (only debug endpoints may)."""
+        return namespace in BUILTIN_FORBIDDEN
 
     def reserve_namespace(self, namespace: str, owner: str) -> None:
         """Make ``namespace`` read-only to clients (server-internal writes stay allowed)."""
@@ -535,6 +556,11 @@ class Database:
             if not isinstance(node, dict) or path[-1] not in node:
                 raise ServerError(missing, 404)
             removed = node.pop(path[-1])
+            if not record:  # as Moonraker: a record left empty is removed with its last key
+                conn.execute(
+                    "DELETE FROM namespace_store WHERE namespace = ? AND key = ?", (namespace, row)
+                )
+                return None, removed
             new = jsonutil.dumpb(record)
             _upsert_row(conn, namespace, row, new)
             return new, removed
@@ -560,6 +586,39 @@ class Database:
         for name, (create_sql, version, steps) in list(self._tables.items()):
             await self.register_table(name, create_sql, version, steps)
         await self._load_store()
+
+    def tables(self) -> Deferred:
+        """Names of every table in the database file."""
+        return self.run_read(
+            lambda conn: [
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                )
+            ]
+        )
+
+    def table_rows(self, table: str) -> Deferred:
+        """Every row of ``table`` as a dict (with ``rowid`` unless the table has none or an alias)."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            names = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if table not in names or table.startswith("sqlite_"):
+                raise ServerError(f"Table name '{table}' does not exist", 404)
+            quoted = '"' + table.replace('"', '""') + '"'
+            try:
+                cur = conn.execute(f"SELECT rowid, * FROM {quoted}")
+            except sqlite3.OperationalError:  # a WITHOUT ROWID table
+                cur = conn.execute(f"SELECT * FROM {quoted}")
+            columns = [d[0] for d in cur.description]
+            # with an INTEGER PRIMARY KEY, SQLite names the rowid after it: keep that column once
+            skip = 1 if columns.count(columns[0]) > 1 else 0
+            return [dict(zip(columns[skip:], row[skip:], strict=True)) for row in cur.fetchall()]
+
+        return self.run_read(read)
 
     # -- maintenance -------------------------------------------------------------
 
@@ -598,22 +657,34 @@ class Database:
             return fail(exc)
 
         def copy(conn: sqlite3.Connection) -> str:
-            os.makedirs(self.backup_dir, exist_ok=True)
-            partial = os.path.join(self.backup_dir, f".{filename}.partial")
-            if os.path.exists(partial):
-                os.remove(partial)
-            dest = sqlite3.connect(partial, isolation_level=None)
-            try:
-                conn.backup(dest)
-                dest.execute("PRAGMA journal_mode=DELETE")
-            finally:
-                dest.close()
-            with open(partial, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(partial, target)
+            with self._backup_folder(create=True) as folder:
+                partial, held = folder.create_temp(BACKUP_TEMP_PREFIX)
+                try:
+                    with held:  # locked while SQLite writes it through its own descriptor
+                        dest = sqlite3.connect(f"/proc/self/fd/{folder.fd}/{partial}", isolation_level=None)
+                        try:
+                            conn.backup(dest)
+                            dest.execute("PRAGMA journal_mode=DELETE")
+                        finally:
+                            dest.close()
+                        os.fsync(held.fileno())
+                    folder.replace(partial, folder, filename)
+                except BaseException:
+                    folder.unlink_quietly(partial)
+                    raise
             return target
 
-        return writer.submit(copy, "bare")
+        return writer.submit(copy, "bare").addErrback(_outside_refused, "back up the database")
+
+    def _backup_folder(self, *, create: bool = False) -> Any:
+        """The backup folder, opened and checked to lie inside the data path (see confined)."""
+        return Tree(self.data_path).folder(self.backup_dir, create=create)
+
+    def sweep_backup_temp_files(self) -> list[str]:
+        """Remove partial backups a killed process left behind (blocking)."""
+        if not os.path.isdir(self.backup_dir):
+            return []
+        return sweep_temp_files(Tree(self.backup_dir), (BACKUP_TEMP_PREFIX,), recursive=False)
 
     def list_backups(self) -> list[str]:
         """Names of the backups in the backup folder."""
@@ -637,9 +708,14 @@ class Database:
         """Delete a backup; fires with its former absolute path."""
         try:
             path = self._existing_backup(filename)
-            os.remove(path)
+            with self._backup_folder() as folder:
+                folder.unlink(filename)
         except ServerError as exc:
             return fail(exc)
+        except OutsideTree:
+            return fail(ServerError("Cannot delete the backup: the backup folder leads outside the data path", 403))
+        except OSError as exc:
+            return fail(ServerError(f"Cannot delete the backup: {exc.strerror or exc}", 400))
         return succeed(path)
 
     def restore(self, filename: str) -> Deferred:
@@ -679,6 +755,6 @@ class Database:
         async def run() -> dict[str, list[str]]:
             tables = await writer.submit(copy_back, "bare")
             await self.reload()
-            return {"restored_tables": tables, "restored_namespaces": list(self._store)}
+            return {"restored_tables": tables, "restored_namespaces": self.namespaces()}
 
         return Deferred.fromCoroutine(run())

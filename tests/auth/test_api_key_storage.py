@@ -162,7 +162,9 @@ async def test_key_in_the_namespace_is_moved(tmp_path, kit, capsys):
         code, body, _ = await svc.request(
             "GET", "/server/database/item?namespace=moonraker", headers={"X-Api-Key": legacy}
         )
-        assert code == 200 and body["result"]["value"] == {"instance_id": "abc"}
+        # the key left; what Moonraker keeps there stays (file_manager adds its metadata version)
+        assert code == 200 and body["result"]["value"]["instance_id"] == "abc"
+        assert set(body["result"]["value"]) == {"instance_id", "file_manager"}
         assert printed_key(capsys, datapath) == legacy
     finally:
         await svc.service.stopService()

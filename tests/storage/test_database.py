@@ -43,7 +43,7 @@ async def test_nested_keys_create_parents(db):
     }
     assert await db.get_item("superclient", "settings.console") == {"enable_autocomplete": True}
     assert await db.get_item("superclient", ["settings", "console", "enable_autocomplete"])
-    assert db.namespaces() == ["superclient"]
+    assert db.namespaces() == ["superclient", "moonraker"]  # moonraker always exists
 
 
 @pytest_twisted.ensureDeferred
@@ -88,8 +88,8 @@ async def test_delete_returns_value_and_last_key_removes_namespace(db):
     await db.insert_item("ns", "a.b", 1)
     await db.insert_item("ns", "c", "two")
     assert await db.delete_item("ns", "a.b") == 1
-    assert await db.get_item("ns", "a") == {}
-    assert await db.delete_item("ns", "a") == {}
+    # as Moonraker: the record left empty went with its last key
+    assert (await error_of(db.get_item("ns", "a"))).status == 404
     assert await db.delete_item("ns", ["c"]) == "two"
     assert "ns" not in db.namespaces()
     error = await error_of(db.get_item("ns"))
@@ -137,7 +137,7 @@ async def test_bad_arguments_are_400_and_name_the_argument(db):
         error = await error_of(d)
         assert error.status == 400
         assert f"'{argument}'" in error.message
-    assert db.namespaces() == []
+    assert db.namespaces() == ["moonraker"]
 
 
 @pytest_twisted.ensureDeferred
@@ -166,7 +166,7 @@ async def test_reserved_namespaces(db):
     assert not db.is_reserved("mainsail")
     db.reserve_namespace("announcements", "announcements")
     assert db.is_reserved("announcements")
-    assert db.namespaces() == ["announcements"]
+    assert db.namespaces() == ["moonraker", "announcements"]
     assert await db.get_item("announcements") == {}
     assert (await error_of(db.get_item("history"))).status == 404
     await db.insert_item("moonraker", "file_manager.metadata_version", 3)
@@ -266,9 +266,9 @@ async def test_compact_backup_restore(db):
     await db.insert_item("other", "x", 1)
     result = await db.restore("snap.db")
     assert "namespace_store" in result["restored_tables"]
-    assert result["restored_namespaces"] == ["ns"]
+    assert result["restored_namespaces"] == ["ns", "moonraker"]
     assert await db.get_item("ns", "keep") == "before"
-    assert db.namespaces() == ["ns"]
+    assert db.namespaces() == ["ns", "moonraker"]
     await db.insert_item("ns", "later", 1)
 
     assert await db.delete_backup("snap.db") == path

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from typing import Any
 
-from moontwist.plugins.files.paths import relative
+from moontwist.plugins.files.paths import relative, shown
 from moontwist.plugins.files.roots import GCODE_EXTENSIONS, Root
 
-__all__ = ["item_info", "list_files", "directory_info", "is_gcode", "is_hidden"]
+__all__ = ["item_info", "list_files", "walk_files", "directory_info", "is_gcode", "is_hidden"]
 
 
 def is_gcode(name: str) -> bool:
@@ -40,7 +41,11 @@ def item_info(root: Root, full: str) -> dict[str, Any]:
 
 def list_files(root: Root, gcode_only: bool) -> list[dict[str, Any]]:
     """Every file under ``root`` (recursively, hidden items skipped, symlink loops avoided)."""
-    out: list[dict[str, Any]] = []
+    return [info for _, info in walk_files(root, gcode_only)]
+
+
+def walk_files(root: Root, gcode_only: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(absolute path, info as listed) of every file under ``root``."""
     base = root.realpath
     seen = {base}
     stack = [(root.path, "")]
@@ -61,7 +66,7 @@ def list_files(root: Root, gcode_only: bool) -> list[dict[str, Any]]:
                     if real in seen or not (real == base or real.startswith(base + os.sep)):
                         continue
                     seen.add(real)
-                    stack.append((entry.path, prefix + name + "/"))
+                    stack.append((entry.path, prefix + shown(name) + "/"))
                     continue
                 if gcode_only and not is_gcode(name):
                     continue
@@ -72,15 +77,12 @@ def list_files(root: Root, gcode_only: bool) -> list[dict[str, Any]]:
                 continue
             if entry.is_symlink() and not _inside(base, entry.path):
                 continue
-            out.append(
-                {
-                    "path": prefix + name,
-                    "modified": st.st_mtime,
-                    "size": st.st_size,
-                    "permissions": "rw" if writable and st.st_mode & stat.S_IWUSR else "r",
-                }
-            )
-    return out
+            yield entry.path, {
+                "path": prefix + shown(name),
+                "modified": st.st_mtime,
+                "size": st.st_size,
+                "permissions": "rw" if writable and st.st_mode & stat.S_IWUSR else "r",
+            }
 
 
 def _inside(base: str, path: str) -> bool:
@@ -107,10 +109,10 @@ def directory_info(root: Root, full: str) -> dict[str, Any]:
             continue
         info = {"modified": st.st_mtime, "size": st.st_size, "permissions": _permissions(root, st)}
         if stat.S_ISDIR(st.st_mode):
-            info["dirname"] = name
+            info["dirname"] = shown(name)
             dirs.append(info)
         elif stat.S_ISREG(st.st_mode):
-            info["filename"] = name
+            info["filename"] = shown(name)
             files.append(info)
     usage = shutil.disk_usage(full)
     return {

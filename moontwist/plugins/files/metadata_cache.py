@@ -19,11 +19,13 @@ from twisted.logger import Logger
 
 from moontwist.plugins.files.metadata import extract_metadata
 
-__all__ = ["MetadataStore", "MetadataProcessor", "NAMESPACE"]
+__all__ = ["MetadataStore", "MetadataProcessor", "NAMESPACE", "METADATA_VERSION"]
 
 log = Logger()
 
 NAMESPACE = "gcode_metadata"
+# The format of the entries, kept where Moonraker keeps it (namespace moonraker, file_manager.metadata_version)
+METADATA_VERSION = 3
 
 
 class MetadataStore:
@@ -47,6 +49,20 @@ class MetadataStore:
             data = {}
         if isinstance(data, dict):
             self.entries = {k: v for k, v in data.items() if isinstance(v, dict)}
+        await self._check_version()
+
+    async def _check_version(self) -> None:
+        """Entries of another format (an older Moonraker's) are dropped, to be extracted again."""
+        try:
+            version = await self.db.get_item("moonraker", "file_manager.metadata_version")
+        except Exception:
+            version = None
+        if version == METADATA_VERSION:
+            return
+        if version is not None and self.entries:
+            log.info("Metadata format {old} is not {new}: extracting it again", old=version, new=METADATA_VERSION)
+            self.delete_prefix("")
+        await self.db.insert_item("moonraker", "file_manager.metadata_version", METADATA_VERSION)
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
@@ -90,16 +106,23 @@ class MetadataProcessor:
         store: MetadataStore,
         on_update: Callable[[str, dict[str, Any]], None],
         parsers: Sequence[Any] | None = None,
+        root: Callable[[], str | None] = lambda: None,
         timeout: float = 30.0,
         concurrency: int = 4,
     ) -> None:
         self.reactor = reactor
+        self.root = root  # the gcodes root's path: thumbnails are written only inside it
         self.store = store
         self.on_update = on_update
         self.parsers = parsers
         self.timeout = timeout
         self.limit = DeferredSemaphore(concurrency)
         self.pending: dict[str, Deferred] = {}
+        self.stopped = False
+
+    def stop(self) -> None:
+        """The plugin is stopping: extractions still running store nothing and notify nobody."""
+        self.stopped = True
 
     def scan(self, rel: str, full: str) -> Deferred:
         """Extract ``full`` and store it under ``rel``; fires with the metadata (or None)."""
@@ -118,18 +141,20 @@ class MetadataProcessor:
         return _follow(d)
 
     def _extract(self, rel: str, full: str) -> Deferred:
-        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._run, full)
+        d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._run, full, self.root())
         d.addTimeout(self.timeout, self.reactor)
         d.addCallbacks(lambda meta: self._stored(rel, full, meta), lambda f: self._failed(rel, full, f))
+        # the scan never fails (every waiter gets metadata or None): a bug here is logged once
+        d.addErrback(lambda f: log.failure("Storing the metadata of {rel} failed", f, rel=rel))
         return d
 
-    def _run(self, full: str) -> dict[str, Any]:
+    def _run(self, full: str, root: str | None) -> dict[str, Any]:
         if self.parsers is None:
-            return extract_metadata(full)
-        return extract_metadata(full, parsers=self.parsers)
+            return extract_metadata(full, root=root)
+        return extract_metadata(full, parsers=self.parsers, root=root)
 
     def _stored(self, rel: str, full: str, meta: dict[str, Any]) -> dict[str, Any] | None:
-        if not os.path.exists(full):
+        if self.stopped or not os.path.exists(full):
             return None
         meta["filename"] = rel
         self.store.put(rel, meta)
@@ -137,6 +162,8 @@ class MetadataProcessor:
         return meta
 
     def _failed(self, rel: str, full: str, failure: Any) -> dict[str, Any] | None:
+        if self.stopped:
+            return None
         if failure.check(DeferTimeout):
             log.warn("Metadata extraction of {rel} timed out", rel=rel)
         elif not failure.check(OSError):

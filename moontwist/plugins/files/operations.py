@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,9 +11,11 @@ from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.plugins.files import listing
+from moontwist.plugins.files.metadata.thumbnails import THUMB_DIR
 from moontwist.plugins.files.metadata_cache import MetadataProcessor, MetadataStore
 from moontwist.plugins.files.paths import relative, resolve, split_root
 from moontwist.plugins.files.roots import Root, Roots
+from moontwist.storage.confined import OutsideTree, Tree
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -33,7 +34,7 @@ class FileManager:
         self.server = server
         self.roots = roots
         self.store = store
-        self.processor = MetadataProcessor(server.reactor, store, self._metadata_ready, parsers)
+        self.processor = MetadataProcessor(server.reactor, store, self._metadata_ready, parsers, self._gcodes_path)
         self.suppress: Callable[[str], None] = lambda path: None  # set by the watcher
         self.queue_uploads = False  # [file_manager] queue_gcode_uploads
 
@@ -42,6 +43,21 @@ class FileManager:
     def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         reactor = self.server.reactor
         return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+
+    async def change(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run the filesystem change ``fn`` in a thread; its errors become clear 4xx answers."""
+        try:
+            return await self.in_thread(fn, *args)
+        except OutsideTree:
+            raise ServerError(f"Cannot {what}: the path leads outside its root", 403) from None
+        except FileNotFoundError:
+            raise ServerError(f"Cannot {what}: no such file or directory", 404) from None
+        except OSError as exc:
+            raise ServerError(f"Cannot {what}: {exc.strerror or exc}", 400) from None
+
+    def _gcodes_path(self) -> str | None:
+        root = self.roots.find("gcodes")
+        return None if root is None else root.path
 
     def loaded_file(self) -> str | None:
         """The real path of the file virtual_sdcard prints (or has paused), else None."""
@@ -110,7 +126,7 @@ class FileManager:
         elif action in ("create_file", "modify_file", "move_file"):
             rel = self.gcodes_rel(root, full)
             if rel is not None:
-                self.processor.scan(rel, full)
+                _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
         elif action == "create_dir" and root.name == "gcodes":
             self.scan_missing(full)
 
@@ -118,14 +134,16 @@ class FileManager:
         meta = self.store.delete(rel)
         if not meta:
             return
-        folder = os.path.dirname(full)
+        names = []
         for thumb in meta.get("thumbnails") or []:
-            path = os.path.normpath(os.path.join(folder, str(thumb.get("relative_path", ""))))
-            if path.startswith(root.path + os.sep) and os.path.basename(os.path.dirname(path)) == ".thumbs":
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+            folder, _, name = str(thumb.get("relative_path", "")).partition("/")
+            if folder == THUMB_DIR and name and "/" not in name and name not in (".", ".."):
+                names.append(name)
+        if names:
+            try:  # a few unlinks in one folder: quick enough for the reactor
+                _remove_thumbnails(Tree(root.path), os.path.dirname(full), names)
+            except OSError as exc:
+                log.warn("Thumbnails of {rel} not removed: {error}", rel=rel, error=exc)
 
     def _rekey(self, old: str, new: str | None) -> None:
         for meta in self.store.delete_prefix(old):
@@ -137,24 +155,27 @@ class FileManager:
         self.server.notify("notify_metadata_update", meta)
 
     def scan_missing(self, folder: str | None = None) -> Any:
-        """Extract metadata, in the background, of G-code files that have none or changed."""
+        """Extract metadata, in the background, of G-code files that have none or changed.
+
+        Errors are logged; the Deferred fires with the number of files looked at.
+        """
         gcodes = self.roots.find("gcodes")
         if gcodes is None:
             return None
-        d = self.in_thread(listing.list_files, gcodes, True)
+        d = self.in_thread(lambda: list(listing.walk_files(gcodes, True)))
 
-        def queue(files: list[dict[str, Any]]) -> Any:
+        def queue(files: list[tuple[str, dict[str, Any]]]) -> Any:
             prefix = relative(gcodes, folder) + "/" if folder and folder != gcodes.path else ""
-            for info in files:
+            for full, info in files:
                 rel = info["path"]
                 if not rel.startswith(prefix):
                     continue
                 meta = self.store.get(rel)
                 if meta is None or meta.get("size") != info["size"] or meta.get("modified") != info["modified"]:
-                    self.processor.scan(rel, os.path.join(gcodes.path, rel))
+                    _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
             return len(files)
 
-        return d.addCallback(queue)
+        return _observed(d.addCallback(queue), "Metadata scan")
 
     # operations -----------------------------------------------------------------------------
 
@@ -165,12 +186,7 @@ class FileManager:
         if os.path.exists(full):
             raise ServerError(f"Directory already exists: {path}", 400)
         self.suppress(full)
-        try:
-            await self.in_thread(os.mkdir, full)
-        except FileNotFoundError:
-            raise ServerError(f"Parent directory of {path} does not exist", 404) from None
-        except OSError as exc:
-            raise ServerError(f"Cannot create {path}: {exc.strerror}", 400) from None
+        await self.change(f"create {path}", _mkdir, Tree(root.path), full)
         return self.announce("create_dir", root, full)
 
     async def delete_directory(self, path: str, force: bool) -> dict[str, Any]:
@@ -185,10 +201,7 @@ class FileManager:
                 if next(entries, None) is not None:
                     raise ServerError(f"Directory {path} is not empty (use force)", 400)
         self.suppress(full)
-        try:
-            await self.in_thread(shutil.rmtree if force else os.rmdir, full)
-        except OSError as exc:
-            raise ServerError(f"Cannot delete {path}: {exc.strerror}", 400) from None
+        await self.change(f"delete {path}", _rmdir, Tree(root.path), full, force)
         return self.announce("delete_dir", root, full)
 
     async def delete_file(self, path: str) -> dict[str, Any]:
@@ -197,10 +210,7 @@ class FileManager:
             raise ServerError(f"File does not exist: {path}", 404)
         self.check_not_loaded(full, "delete")
         self.suppress(full)
-        try:
-            await self.in_thread(os.unlink, full)
-        except OSError as exc:
-            raise ServerError(f"Cannot delete {path}: {exc.strerror}", 400) from None
+        await self.change(f"delete {path}", _unlink, Tree(root.path), full)
         return self.announce("delete_file", root, full)
 
     def _source_dest(self, source: str, dest: str, move: bool) -> tuple[Root, str, Root, str]:
@@ -230,23 +240,55 @@ class FileManager:
         is_dir = os.path.isdir(src)
         self.suppress(src)
         self.suppress(dst)
-        try:
-            await self.in_thread(shutil.move, src, dst)
-        except OSError as exc:
-            raise ServerError(f"Cannot move {source}: {exc.strerror or exc}", 400) from None
+        await self.change(f"move {source}", Tree(dst_root.path).move, Tree(src_root.path), src, dst)
         return self.announce("move_dir" if is_dir else "move_file", dst_root, dst, (src_root, src))
 
     async def copy(self, source: str, dest: str) -> dict[str, Any]:
-        _, src, dst_root, dst = self._source_dest(source, dest, move=False)
+        src_root, src, dst_root, dst = self._source_dest(source, dest, move=False)
         is_dir = os.path.isdir(src)
         existed = os.path.exists(dst)
         self.suppress(dst)
-        try:
-            if is_dir:
-                await self.in_thread(shutil.copytree, src, dst, True, None, shutil.copy2, False, True)
-            else:
-                await self.in_thread(shutil.copy2, src, dst)
-        except (OSError, shutil.Error) as exc:
-            raise ServerError(f"Cannot copy {source}: {exc}", 400) from None
+        await self.change(f"copy {source}", Tree(dst_root.path).copy, Tree(src_root.path), src, dst)
         action = "create_dir" if is_dir else ("modify_file" if existed else "create_file")
         return self.announce(action, dst_root, dst)
+
+
+def _observed(d: Any, what: str) -> Any:
+    """``d`` with its failure logged (background work nobody waits for)."""
+    return d.addErrback(lambda f: log.failure("{what} failed", f, what=what))
+
+
+# blocking changes, confined to their root (run in a thread) ------------------------------
+
+
+def _mkdir(tree: Tree, full: str) -> None:
+    folder, name = tree.parent(full)
+    with folder:
+        folder.mkdir(name)
+
+
+def _rmdir(tree: Tree, full: str, force: bool) -> None:
+    folder, name = tree.parent(full)
+    with folder:
+        if force:
+            folder.rmtree(name)
+        else:
+            folder.rmdir(name)
+
+
+def _unlink(tree: Tree, full: str) -> None:
+    folder, name = tree.parent(full)
+    with folder:
+        folder.unlink(name)
+
+
+def _remove_thumbnails(tree: Tree, gcode_folder: str, names: list[str]) -> None:
+    """Remove ``.thumbs/<name>`` beside a G-code file; a ``.thumbs`` symlink is never followed."""
+    with tree.folder(gcode_folder) as folder:
+        try:
+            thumbs = folder.subfolder(THUMB_DIR, follow=False)
+        except FileNotFoundError:
+            return
+        with thumbs:
+            for name in names:
+                thumbs.unlink_quietly(name)

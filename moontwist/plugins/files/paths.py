@@ -1,16 +1,44 @@
-"""Path safety: every client path is resolved inside its root or refused with a 4xx."""
+r"""Path safety: every client path is resolved inside its root or refused with a 4xx.
+
+File names that are not valid UTF-8 (a USB stick copied by another system can
+leave ``caf\xe9.gcode``) reach Python as strings with lone surrogates, which
+JSON can't carry.  Clients see such a name with each undecodable byte written
+as ``\xHH`` (:func:`shown`), and a path a client sends is matched back to the
+name on disk component by component (a file literally named so wins).
+"""
 
 from __future__ import annotations
 
 import os
 import posixpath
+import re
 
 from moontwist.api.errors import ServerError
 from moontwist.plugins.files.roots import Root, Roots
 
-__all__ = ["split_root", "resolve", "relative", "check_name", "MAX_NAME_BYTES"]
+__all__ = ["split_root", "resolve", "relative", "check_name", "shown", "MAX_NAME_BYTES"]
 
 MAX_NAME_BYTES = 255
+_ESCAPED_BYTE = re.compile(r"\\x([89a-fA-F][0-9a-fA-F])")
+
+
+def shown(name: str) -> str:
+    """``name`` as clients see it: bytes that are not UTF-8 become ``\\xHH``."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
+def _on_disk(folder: str, part: str) -> str:
+    """The name in ``folder`` that ``part`` (as a client sent it) stands for."""
+    if "\\x" not in part or os.path.lexists(os.path.join(folder, part)):
+        return part
+    raw = _ESCAPED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), part)
+    return raw if os.path.lexists(os.path.join(folder, raw)) else part
 
 
 def split_root(roots: Roots, path: str, default_root: str | None = None) -> tuple[Root, str]:
@@ -54,7 +82,9 @@ def resolve(root: Root, rel: str, *, for_write: bool = False) -> str:
             raise ServerError(f"Root '{root.name}' is read-only", 403)
         for part in parts:
             check_name(part)
-    full = os.path.join(root.path, *parts) if parts else root.path
+    full = root.path
+    for part in parts:
+        full = os.path.join(full, _on_disk(full, part))
     real = os.path.realpath(full)
     base = root.realpath
     if real != base and not real.startswith(base + os.sep):
@@ -63,6 +93,6 @@ def resolve(root: Root, rel: str, *, for_write: bool = False) -> str:
 
 
 def relative(root: Root, full: str) -> str:
-    """``full`` relative to its root, with ``/`` separators (``""`` for the root itself)."""
+    """``full`` relative to its root as clients see it, ``/`` separated (``""`` for the root)."""
     rel = os.path.relpath(full, root.path)
-    return "" if rel == "." else posixpath.join(*rel.split(os.sep))
+    return "" if rel == "." else shown(posixpath.join(*rel.split(os.sep)))

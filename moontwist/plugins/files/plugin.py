@@ -16,12 +16,15 @@ from moontwist.hookspecs import hookimpl
 from moontwist.plugins.files import archive, listing
 from moontwist.plugins.files.downloads import DownloadResource
 from moontwist.plugins.files.metadata import DEFAULT_PARSERS
+from moontwist.plugins.files.metadata.thumbnails import THUMB_TEMP_PREFIX
 from moontwist.plugins.files.metadata_cache import MetadataStore
 from moontwist.plugins.files.operations import FileManager
 from moontwist.plugins.files.paths import resolve
-from moontwist.plugins.files.roots import Roots
-from moontwist.plugins.files.uploads import UploadSink, finish_upload
+from moontwist.plugins.files.roots import Root, Roots
+from moontwist.plugins.files.uploads import TEMP_PREFIX as UPLOAD_TEMP_PREFIX
+from moontwist.plugins.files.uploads import UPLOAD_ROOTS, UploadSink, finish_upload
 from moontwist.plugins.files.watcher import Watcher
+from moontwist.storage.confined import COPY_PREFIX, Tree, sweep_temp_files
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -31,6 +34,14 @@ __all__ = ["FileManagerPlugin"]
 log = Logger()
 
 HTTP = frozenset({"http"})
+# read-only roots found in Klipper's checkout (klipper_path in Klippy's info), as Moonraker registers them
+KLIPPER_ROOTS = (("config_examples", "config"), ("docs", "docs"))
+# where Moonraker keeps what Klippy last reported (namespace moonraker), so the roots exist before it connects
+KLIPPER_PATH_KEY = "klippy_connection.path"
+KLIPPER_EXECUTABLE_KEY = "klippy_connection.executable"
+WATCHED_ROOTS = ("gcodes", "config")
+# every temporary name the file manager writes through (uploads, archives, copies, thumbnails)
+TEMP_PREFIXES = (UPLOAD_TEMP_PREFIX, archive.TEMP_PREFIX, COPY_PREFIX, THUMB_TEMP_PREFIX)
 
 
 class FileManagerPlugin:
@@ -48,7 +59,7 @@ class FileManagerPlugin:
         section = config.section("file_manager")
         config_writable = section.getboolean("enable_config_write_access", True)
         self.observer = section.get("file_system_observer", "inotify", choices=("inotify", "none"))
-        klipper_path = os.path.expanduser(section.get("klipper_path", "~/klipper"))
+        self.klipper_path = os.path.expanduser(section.get("klipper_path", "~/klipper"))
         queue_uploads = section.getboolean("queue_gcode_uploads", False)
         section.getboolean("enable_object_processing", False)
         section.getboolean("enable_inotify_warnings", True)
@@ -57,10 +68,8 @@ class FileManagerPlugin:
         roots.add("gcodes", server.path("gcodes"), True)
         roots.add("config", server.path("config"), config_writable)
         roots.add("logs", server.path("logs"), False)
-        for name, sub in (("config_examples", "config"), ("docs", "docs")):
-            if os.path.isdir(os.path.join(klipper_path, sub)):
-                roots.add(name, os.path.join(klipper_path, sub), False)
         self.roots = roots
+        self._klipper_roots(self.klipper_path)
         self.manager = FileManager(server, roots, MetadataStore(server.lookup("database")))
         self.manager.queue_uploads = queue_uploads
         server.provide("registered_directories", roots.names)
@@ -77,24 +86,78 @@ class FileManagerPlugin:
         if extra:
             self.manager.processor.parsers = (*extra, *DEFAULT_PARSERS)
         await self.manager.store.load()
+        stored = await self._stored_klipper_info()
+        if isinstance(stored.get("path"), str) and stored["path"]:
+            self._klipper_roots(stored["path"])
+        writable = [root for name in UPLOAD_ROOTS if (root := self.roots.find(name)) is not None and root.writable]
+        for path in await self.manager.in_thread(_sweep, writable):
+            log.info("Removed a temporary file left by an interrupted run: {path}", path=path)
         if self.observer == "inotify":
             self.watcher = Watcher(server.reactor, self.manager.announce)
             self.manager.suppress = self.watcher.suppress
-            for name in ("gcodes", "config"):
+            for name in WATCHED_ROOTS:
                 root = self.roots.find(name)
                 if root is not None:
                     self.watcher.watch(root)
-        self.manager.scan_missing().addErrback(lambda f: log.failure("Metadata scan failed", f))
+        self.manager.scan_missing()
 
     @hookimpl
     def shutdown(self, server: Server) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        self.manager.processor.stop()
 
     @hookimpl
     def klippy_state_changed(self, server: Server, state: str) -> None:
+        if state != "disconnected":
+            self._klippy_identified()
         if state == "ready":
             self._klippy_ready()
+
+    def _klippy_identified(self) -> None:
+        """Klippy answered ``info``: its checkout's roots, remembered for the next start."""
+        info = getattr(self.server.klippy, "info", None) or {}
+        path, executable = info.get("klipper_path"), info.get("python_path")
+        if not isinstance(path, str) or not path:
+            return
+        self._klipper_roots(path)
+        Deferred.fromCoroutine(self._remember_klipper(path, executable)).addErrback(
+            lambda f: log.warn("Klipper's path not saved: {e}", e=f.getErrorMessage())
+        )
+
+    async def _stored_klipper_info(self) -> dict[str, Any]:
+        db = self.server.lookup("database")
+        if db is None:
+            return {}
+        try:
+            stored = await db.get_item("moonraker", "klippy_connection")
+        except Exception:
+            return {}
+        return stored if isinstance(stored, dict) else {}
+
+    async def _remember_klipper(self, path: str, executable: Any) -> None:
+        db = self.server.lookup("database")
+        if db is None:
+            return
+        stored = await self._stored_klipper_info()
+        if stored.get("path") != path:
+            await db.insert_item("moonraker", KLIPPER_PATH_KEY, path)
+        if isinstance(executable, str) and executable and stored.get("executable") != executable:
+            await db.insert_item("moonraker", KLIPPER_EXECUTABLE_KEY, executable)
+
+    def _klipper_roots(self, klipper_path: str) -> None:
+        """Register (or move) the read-only roots of Klipper's checkout at ``klipper_path``."""
+        for name, sub in KLIPPER_ROOTS:
+            folder = os.path.abspath(os.path.join(os.path.expanduser(klipper_path), sub))
+            if not os.path.isdir(folder):
+                continue
+            root = self.roots.find(name)
+            if root is None:
+                self.roots.add(name, folder, False)
+                if self.server.running:
+                    self._root_update(name, folder, None)
+            elif root.path != folder:
+                self.set_root_path(name, folder)
 
     def _klippy_ready(self) -> None:
         klippy = self.server.klippy
@@ -120,17 +183,18 @@ class FileManagerPlugin:
             return
         old, root.path = root.path, new
         log.info("Root {name} moved from {old} to {new}", name=name, old=old, new=new)
-        if self.watcher is not None:
+        if self.watcher is not None and name in WATCHED_ROOTS:
             self.watcher.watch(root)
-        result = {
-            "action": "root_update",
-            "item": {"path": new, "root": name},
-            "source_item": {"path": old, "root": name},
-        }
-        self.server.notify("notify_filelist_changed", result)
-        self.server.emit("file_changed", action="root_update", item=result["item"], source_item=result["source_item"])
+        self._root_update(name, new, old)
         if name == "gcodes":
-            self.manager.scan_missing()
+            self.manager.scan_missing()  # observed inside
+
+    def _root_update(self, name: str, path: str, old: str | None) -> None:
+        result: dict[str, Any] = {"action": "root_update", "item": {"path": path, "root": name}}
+        if old is not None:
+            result["source_item"] = {"path": old, "root": name}
+        self.server.notify("notify_filelist_changed", result)
+        self.server.emit("file_changed", action="root_update", item=result["item"], source_item=result.get("source_item"))
 
     # endpoints ------------------------------------------------------------------------------
 
@@ -304,3 +368,8 @@ class FileManagerPlugin:
 
     async def upload(self, request: APIRequest) -> Any:
         return Unwrapped(await self._finish(request))
+
+
+def _sweep(roots: list[Root]) -> list[str]:
+    """Remove the temporary files a killed process left in ``roots`` (blocking)."""
+    return [path for root in roots for path in sweep_temp_files(Tree(root.path), TEMP_PREFIXES)]

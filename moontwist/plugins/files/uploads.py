@@ -2,9 +2,11 @@
 
 The sink writes the ``file`` part into ``.upload-<random>.part`` in the top
 directory of the target root (the gcodes root unless a ``root`` field came
-first), hashing it on the way; form fields are kept (small).  The handler
-then checks the fields, the checksum and the printing state, and renames the
-temporary file into place.  Anything that goes wrong removes it.
+first), hashing it on the way; form fields are kept (small); parts with other
+names are ignored, as Moonraker does.  The handler then checks the fields, the
+checksum and the printing state, and renames the temporary file into place.
+Anything that goes wrong removes it; a temporary file left by a killed process
+is removed at the next start (see ``moontwist.storage.confined``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import secrets
-import shutil
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from moontwist.api.errors import ServerError
 from moontwist.plugins.files.paths import check_name, resolve
 from moontwist.plugins.files.roots import Root
+from moontwist.storage.confined import Tree
 
 if TYPE_CHECKING:
     from moontwist.plugins.files.operations import FileManager
@@ -53,13 +54,15 @@ class UploadSink:
             raise ServerError(f"Invalid multipart boundary: {exc}", 400) from None
         self.fields: dict[str, str] = {}
         self.filename: str | None = None
+        self.temp_root: Root | None = None
+        self.temp_name: str | None = None
         self.temp_path: str | None = None
         self.size = 0
         self.digest: str | None = None
         self._file: Any = None
         self._hash: Any = None
         self._field: str | None = None
-        self._value = bytearray()
+        self._value: bytearray | None = None  # the field being read (None: none, or an ignored part)
         self._done = False
 
     def feed(self, data: bytes) -> None:
@@ -73,7 +76,7 @@ class UploadSink:
                     self._file.write(event)
                     self._hash.update(event)
                     self.size += len(event)
-                elif self._field is not None:
+                elif self._value is not None:
                     self._value += event
                     if len(self._value) > MAX_FIELD:
                         raise ServerError(f"Form field '{self._field}' is too large", 400)
@@ -83,21 +86,28 @@ class UploadSink:
             raise ServerError(f"Cannot store the upload: {exc.strerror}", 500) from None
 
     def _start_part(self, segment: multipart.MultipartSegment) -> None:
-        if segment.filename is not None:
+        if segment.name == "file":
+            if segment.filename is None or not segment.filename.strip():
+                raise ServerError("Multipart filename omitted: the 'file' part must name its file", 400)
             if self.filename is not None:
                 raise ServerError("Only one file may be uploaded per request", 400)
             self.filename = segment.filename
             self._open_temp()
-        else:
+        elif segment.filename is None:
             self._field = segment.name
+        else:
+            self._field = None  # another file part: ignored (only 'file' is the upload)
+        self._value = bytearray() if self._field is not None else None
 
     def _open_temp(self) -> None:
         name = self.fields.get("root", "gcodes").strip() or "gcodes"
         root = self.manager.roots.find(name if name in UPLOAD_ROOTS else "gcodes")
         if root is None or not root.writable:
             raise ServerError(f"Root '{name}' does not accept uploads", 403)
-        self.temp_path = os.path.join(root.path, TEMP_PREFIX + secrets.token_hex(8) + ".part")
-        self._file = open(self.temp_path, "wb")  # noqa: SIM115 - closed in _end_part/abort
+        with Tree(root.path).folder(root.path) as top:
+            self.temp_name, self._file = top.create_temp(TEMP_PREFIX)
+        self.temp_root = root
+        self.temp_path = os.path.join(root.path, self.temp_name)
         self._hash = hashlib.sha256()
 
     def _end_part(self) -> None:
@@ -105,10 +115,10 @@ class UploadSink:
             self._file.close()
             self._file = None
             self.digest = self._hash.hexdigest()
-        elif self._field is not None:
+        elif self._field is not None and self._value is not None:
             self.fields[self._field] = self._value.decode("utf-8", "replace")
-            self._field = None
-            self._value = bytearray()
+        self._field = None
+        self._value = None
 
     def finish(self) -> None:
         """The body is complete: check that the multipart stream was too."""
@@ -121,16 +131,17 @@ class UploadSink:
         if not self.parser.closed or self._file is not None:
             raise ServerError("Truncated multipart body", 400)
         if self.temp_path is None:
-            raise ServerError("No file part in the upload", 400)
+            raise ServerError("No file part in the upload: a part named 'file' is required", 400)
 
     def abort(self) -> None:
         """Remove the temporary file (no-op once it was moved into place)."""
         if self._file is not None:
             self._file.close()
             self._file = None
-        if self.temp_path is not None and not self._done:
+        if self.temp_root is not None and self.temp_name is not None and not self._done:
             try:
-                os.unlink(self.temp_path)
+                with Tree(self.temp_root.path).folder(self.temp_root.path) as top:
+                    top.unlink(self.temp_name)
             except FileNotFoundError:
                 pass
             except OSError as exc:
@@ -181,13 +192,10 @@ async def finish_upload(manager: FileManager, sink: UploadSink, user: str | None
         created_dir = _first_missing(folder)
         if created_dir is not None:
             manager.suppress(created_dir)
-        await manager.in_thread(_place, sink.temp_path, folder, full)
+        await manager.change("store the upload", _place, sink.temp_root, sink.temp_name, root, full)
     except ServerError:
         sink.abort()
         raise
-    except OSError as exc:
-        sink.abort()
-        raise ServerError(f"Cannot store the upload: {exc.strerror or exc}", 400) from None
     sink.committed()
     if created_dir is not None:
         manager.announce("create_dir", root, created_dir)
@@ -213,21 +221,20 @@ def _first_missing(folder: str) -> str | None:
     return missing
 
 
-def _place(temp: str, folder: str, full: str) -> None:
-    os.makedirs(folder, exist_ok=True)
-    try:
-        os.replace(temp, full)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:  # the roots are on different filesystems
-            raise
-        beside = os.path.join(folder, os.path.basename(temp))
-        try:
-            shutil.copyfile(temp, beside)
-            os.replace(beside, full)
-        finally:
-            if os.path.exists(beside):
-                os.unlink(beside)
-        os.unlink(temp)
+def _place(temp_root: Root, temp: str, root: Root, full: str) -> None:
+    """Move the temp file into place, making missing folders; all confined to the roots."""
+    source = Tree(temp_root.path)
+    with source.folder(temp_root.path) as top:
+        folder, name = Tree(root.path).parent(full, create=True)
+        with folder:
+            try:
+                top.replace(temp, folder, name)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:  # the folder is on another filesystem (a mount)
+                    raise
+                with top.open_read(temp) as f:
+                    folder.copy_in(f, name)
+                top.unlink(temp)
 
 
 async def _start_print(manager: FileManager, rel: str, user: str | None) -> bool:

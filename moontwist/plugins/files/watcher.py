@@ -42,13 +42,48 @@ _EVENT = struct.Struct("=iIII")  # wd, mask, cookie, name length (struct inotify
 
 
 class TreeINotify(inotify.INotify):
-    """INotify that survives the deletion of a watched subfolder.
+    """INotify over one root's tree of real folders.
 
     Twisted's INotify drops its whole connection (every watch of the tree) as
     soon as any watched folder reports IN_DELETE_SELF; deleting one subfolder
     of a root would silence the root. Here only that folder's watch is
-    forgotten (the kernel has already removed it).
+    forgotten (the kernel has already removed it).  Its recursive walk also
+    follows symlinks (out of the root, or round a loop, which made it fail
+    and leak the inotify instance); :meth:`watch_tree` never does, and hidden
+    folders (``.thumbs``) are not watched.
     """
+
+    def watch_tree(self, path: str, mask: int, callbacks: list[Any]) -> int:
+        """Watch ``path`` and every real folder under it; returns how many could not be watched."""
+        self.watch(FilePath(path), mask, autoAdd=True, callbacks=callbacks)
+        missed = 0
+        for folder, dirs, _files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.islink(os.path.join(folder, d))]
+            for name in dirs:
+                try:
+                    self.watch(FilePath(os.path.join(folder, name)), mask, autoAdd=True, callbacks=callbacks)
+                except (OSError, inotify.INotifyError):
+                    missed += 1
+        return missed
+
+    def _addChildren(self, iwp: Any) -> None:  # noqa: N802 - Twisted's hook
+        """Watch the real subfolders of a folder that just appeared, report its files."""
+        try:
+            children = iwp.path.children()
+        except OSError:
+            return
+        for child in children:
+            if child.islink() or child.basename().startswith(b"."):
+                continue
+            if child.isdir():
+                try:
+                    wd = self.watch(child, mask=iwp.mask, autoAdd=True, callbacks=iwp.callbacks)
+                except (OSError, inotify.INotifyError):
+                    continue
+                iwp._notify(child, inotify.IN_ISDIR | inotify.IN_CREATE)
+                self.reactor.callLater(0, self._addChildren, self._watchpoints[wd])
+            elif child.isfile():
+                iwp._notify(child, inotify.IN_CREATE | inotify.IN_CLOSE_WRITE)
 
     def _doRead(self, in_: bytes) -> None:  # noqa: N802 - Twisted's hook
         self._buffer += in_
@@ -64,7 +99,7 @@ class TreeINotify(inotify.INotify):
             where = point.path.asBytesMode()
             target = where.child(name) if name else where
             point._notify(target, mask)
-            if point.autoAdd and mask & inotify.IN_ISDIR and mask & inotify.IN_CREATE:
+            if point.autoAdd and mask & inotify.IN_ISDIR and mask & inotify.IN_CREATE and not name.startswith(b"."):
                 self._follow(point, target)
             if mask & (inotify.IN_DELETE_SELF | inotify.IN_IGNORED):
                 self._watchpoints.pop(wd, None)
@@ -89,21 +124,28 @@ class Watcher:
         self.notifiers: dict[str, inotify.INotify] = {}
         self.pending: dict[str, tuple[str, Root, Any]] = {}  # path -> (action, root, timer)
         self.moved_from: dict[str, tuple[Root, str, bool]] = {}
+        self.unpaired: dict[str, Any] = {}  # path -> timer reporting a move out of the roots
         self.suppressed: dict[str, float] = {}
+        self.stopped = False
 
     def watch(self, root: Root) -> bool:
         self.unwatch(root.name)
-        if not os.path.isdir(root.path):
+        if self.stopped or not os.path.isdir(root.path):
             return False
         try:
             notifier = TreeINotify(self.reactor)
-            notifier.startReading()
-            notifier.watch(
-                FilePath(root.path), MASK, autoAdd=True, recursive=True, callbacks=[lambda _, fp, mask: self._event(root, fp, mask)]
-            )
         except Exception as exc:
             log.warn("Cannot watch {path} for changes: {error}", path=root.path, error=exc)
             return False
+        try:
+            notifier.startReading()
+            missed = notifier.watch_tree(root.path, MASK, [lambda _, fp, mask: self._event(root, fp, mask)])
+        except Exception as exc:
+            notifier.loseConnection()  # never leave an inotify instance behind
+            log.warn("Cannot watch {path} for changes: {error}", path=root.path, error=exc)
+            return False
+        if missed:
+            log.warn("{count} folders under {path} can't be watched for changes", count=missed, path=root.path)
         self.notifiers[root.name] = notifier
         return True
 
@@ -113,12 +155,19 @@ class Watcher:
             notifier.loseConnection()
 
     def stop(self) -> None:
+        """Close every inotify instance and cancel every timer; nothing is reported afterwards."""
+        self.stopped = True
         for name in list(self.notifiers):
             self.unwatch(name)
         for _, _, timer in self.pending.values():
             if timer.active():
                 timer.cancel()
         self.pending.clear()
+        for timer in self.unpaired.values():
+            if timer.active():
+                timer.cancel()
+        self.unpaired.clear()
+        self.moved_from.clear()
 
     def suppress(self, path: str) -> None:
         """Ignore events on ``path`` (and below) for a few seconds: the API reports them."""
@@ -141,7 +190,7 @@ class Watcher:
         is_dir = bool(mask & inotify.IN_ISDIR)
         if mask & inotify.IN_MOVED_FROM:
             self.moved_from[path] = (root, path, is_dir)
-            self.reactor.callLater(0, self._unpaired, path)
+            self.unpaired[path] = self.reactor.callLater(0, self._unpaired, path)
         elif mask & inotify.IN_MOVED_TO:
             self._moved_to(root, path, is_dir)
         elif is_dir:
@@ -196,6 +245,7 @@ class Watcher:
             self._debounce(root, path, "create_file", 0.05)
 
     def _unpaired(self, path: str) -> None:
+        self.unpaired.pop(path, None)
         entry = self.moved_from.pop(path, None)
         if entry is not None:
             root, _, is_dir = entry

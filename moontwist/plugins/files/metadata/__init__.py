@@ -147,16 +147,17 @@ def _slicer_fields(ctx: FileContext, parsers: Sequence[SlicerParser]) -> tuple[S
 
 
 def extract_metadata(
-    path: str, *, thumbs: bool = True, parsers: Sequence[SlicerParser] | None = None
+    path: str, *, thumbs: bool = True, parsers: Sequence[SlicerParser] | None = None, root: str | None = None
 ) -> dict[str, Any]:
     """Metadata of the G-code file at ``path``, as Moonraker reports it.
 
     ``thumbs=False`` skips thumbnail extraction (no ``thumbnails`` field and
-    nothing written).  ``parsers`` replaces :data:`DEFAULT_PARSERS`.  Raises
+    nothing written).  ``parsers`` replaces :data:`DEFAULT_PARSERS`.  Thumbnails
+    are written only inside ``root`` (default: the file's folder).  Raises
     ``OSError`` only if the file cannot be read; content never makes it fail.
     """
     st = os.stat(path)
-    ctx = FileContext.load(path, thumbs=thumbs)
+    ctx = FileContext.load(path, thumbs=thumbs, root=root)
     parser, fields = _slicer_fields(ctx, DEFAULT_PARSERS if parsers is None else parsers)
     meta: dict[str, Any] = {
         "size": st.st_size,

@@ -54,17 +54,18 @@ class FileContext:
     files up to 2 MiB, otherwise the first MiB followed by the last MiB.
     """
 
-    def __init__(self, path: str, size: int, text: str, *, thumbs: bool = True) -> None:
+    def __init__(self, path: str, size: int, text: str, *, thumbs: bool = True, root: str | None = None) -> None:
         self.path = path
         self.size = size
         self.text = text
         self.header = text[:CHUNK]
         self.footer = text[-CHUNK:]
         self.thumbs = thumbs
+        self.root = root  # thumbnails are written only inside this folder (default: the file's own)
         self._ascii: bool | None = None
 
     @classmethod
-    def load(cls, path: str, *, thumbs: bool = True) -> FileContext:
+    def load(cls, path: str, *, thumbs: bool = True, root: str | None = None) -> FileContext:
         """Read the head (and the tail, if any) of ``path``."""
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -75,7 +76,7 @@ class FileContext:
                 f.seek(max(CHUNK, size - CHUNK))
                 tail = f.read()
         text = head.decode(errors="ignore") + tail.decode(errors="ignore")
-        return cls(path, size, text, thumbs=thumbs)
+        return cls(path, size, text, thumbs=thumbs, root=root)
 
     def region(self, where: str) -> str:
         """``"head"``, ``"tail"`` or ``"all"`` text."""
@@ -123,7 +124,7 @@ class FileContext:
             return None
         from .thumbnails import extract_thumbnails
 
-        return extract_thumbnails(self.path, self.text)
+        return extract_thumbnails(self.path, self.text, root=self.root)
 
 
 class SlicerParser(ABC):

@@ -1,7 +1,11 @@
 """Embedded thumbnails: find ``; thumbnail[_FMT] begin W[x ]H LEN`` blocks,
 decode their base64 body and write ``.thumbs/<stem>-WxH.<ext>`` beside the
 G-code file (QOI is converted to PNG with Pillow).  A block that is
-malformed is skipped, never fatal."""
+malformed is skipped, never fatal.
+
+Thumbnails are written confined to a root: a ``.thumbs`` that is a symlink is
+never followed, and each file replaces whatever was there (a symlink
+included) through a temporary file instead of writing through it."""
 
 from __future__ import annotations
 
@@ -15,11 +19,14 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["THUMB_DIR", "extract_thumbnails", "thumbnail_from_image_file"]
+from moontwist.storage.confined import Folder, Tree
+
+__all__ = ["THUMB_DIR", "THUMB_TEMP_PREFIX", "extract_thumbnails", "thumbnail_from_image_file"]
 
 log = logging.getLogger(__name__)
 
 THUMB_DIR = ".thumbs"
+THUMB_TEMP_PREFIX = ".thumb-"
 MINI = 32
 
 # Begin line, base64 lines ("; <data>"), end line naming the same block kind.
@@ -51,25 +58,51 @@ def _png_bytes(img: Image.Image) -> bytes:
 
 
 class _Writer:
-    """Writes into ``.thumbs/`` beside a G-code file, creating it on demand."""
+    """Writes into ``.thumbs/`` beside a G-code file (created on demand), inside ``root``."""
 
-    def __init__(self, gcode_path: str) -> None:
-        self.dir = os.path.join(os.path.dirname(gcode_path), THUMB_DIR)
+    def __init__(self, gcode_path: str, root: str | None) -> None:
+        self.folder = os.path.dirname(gcode_path)
+        self.tree = Tree(root or self.folder)
         self.stem = os.path.splitext(os.path.basename(gcode_path))[0]
+        self._thumbs: Folder | None = None
+        self._error: OSError | None = None
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thumbs is not None:
+            self._thumbs.close()
+
+    def _open(self, create: bool) -> Folder:
+        if self._error is not None:
+            raise self._error
+        if self._thumbs is None:
+            try:
+                with self.tree.folder(self.folder) as folder:
+                    self._thumbs = folder.subfolder(THUMB_DIR, create=create, follow=False)
+            except OSError as exc:
+                self._error = exc
+                raise
+        return self._thumbs
 
     def name(self, width: int, height: int, ext: str) -> str:
         return f"{self.stem}-{width}x{height}.{ext}"
 
     def write(self, name: str, data: bytes) -> dict[str, Any] | None:
-        path = os.path.join(self.dir, name)
         try:
-            os.makedirs(self.dir, exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        except OSError as exc:
-            log.warning("cannot write thumbnail %s: %s", path, exc)
+            self._open(create=True).write_file(name, data, THUMB_TEMP_PREFIX)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot write thumbnail %s in %s: %s", name, self.folder, exc)
             return None
         return {"size": len(data), "relative_path": f"{THUMB_DIR}/{name}"}
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            with self._open(create=False).open_read(name) as f:
+                return f.read()
+        except (OSError, ValueError):
+            return None
 
 
 def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
@@ -119,16 +152,21 @@ def _miniature(writer: _Writer, source: bytes) -> dict[str, Any] | None:
     return {"width": size[0], "height": size[1], **info}
 
 
-def extract_thumbnails(gcode_path: str, text: str) -> list[dict[str, Any]] | None:
+def extract_thumbnails(gcode_path: str, text: str, root: str | None = None) -> list[dict[str, Any]] | None:
     """Write every valid embedded thumbnail of ``text``; list their info.
 
     When none is 32x32, a 32x32-bounded PNG is made from the largest
     thumbnail (in bytes, first on ties) and listed first, as Moonraker
-    does.  None if there are no usable thumbnails.
+    does.  None if there are no usable thumbnails.  Nothing is written
+    outside ``root`` (default: the G-code file's folder).
     """
     if "thumbnail" not in text:
         return None
-    writer = _Writer(gcode_path)
+    with _Writer(gcode_path, root) as writer:
+        return _extract(writer, text)
+
+
+def _extract(writer: _Writer, text: str) -> list[dict[str, Any]] | None:
     found: list[dict[str, Any]] = []
     has_mini = False
     largest: tuple[int, bytes] | None = None
@@ -154,15 +192,17 @@ def extract_thumbnails(gcode_path: str, text: str) -> list[dict[str, Any]] | Non
     return found
 
 
-def thumbnail_from_image_file(gcode_path: str) -> list[dict[str, Any]] | None:
+def thumbnail_from_image_file(gcode_path: str, root: str | None = None) -> list[dict[str, Any]] | None:
     """Info for ``.thumbs/<stem>.png`` (left by a ``.ufp`` upload) plus a
     32x32-bounded copy; None if there is no such readable PNG."""
-    writer = _Writer(gcode_path)
+    with _Writer(gcode_path, root) as writer:
+        return _from_image_file(writer)
+
+
+def _from_image_file(writer: _Writer) -> list[dict[str, Any]] | None:
     name = f"{writer.stem}.png"
-    try:
-        with open(os.path.join(writer.dir, name), "rb") as f:
-            blob = f.read()
-    except OSError:
+    blob = writer.read(name)
+    if blob is None:
         return None
     try:
         with _open(blob) as img:

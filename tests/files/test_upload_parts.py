@@ -28,7 +28,6 @@ def stored(fm):
     return sorted(n for n in os.listdir(gcodes(fm)) if n != ".thumbs")
 
 
-@pytest.mark.parametrize("path", ["/server/files/upload", "/api/files/local"])
 @pytest.mark.parametrize(
     "parts",
     [
@@ -41,9 +40,9 @@ def stored(fm):
     ids=["other-name", "other-name-after-field", "no-filename", "empty-filename", "fields-only"],
 )
 @pytest_twisted.ensureDeferred
-async def test_without_a_file_part_is_400_and_stores_nothing(fm, path, parts):
+async def test_without_a_file_part_is_400_and_stores_nothing(fm, parts):
     before = stored(fm)
-    proto = await raw_upload(fm.port, body(*parts), path=path)
+    proto = await raw_upload(fm.port, body(*parts))
     assert proto.status() == 400, proto.data
     assert "file" in proto.json()["error"]["message"]
     assert stored(fm) == before

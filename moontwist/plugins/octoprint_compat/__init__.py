@@ -388,14 +388,16 @@ class OctoPrintPlugin:
             sink.abort()
             raise
         ufp_path = sink.temp_path
-        gcode_temp = ufp_path + ".gcode"
+        # beside the package, with a temporary name the start-up sweep recognises (<prefix>*.part)
+        gcode_name = sink.temp_name.removesuffix(".part") + "-gcode.part"
+        gcode_temp = os.path.join(os.path.dirname(ufp_path), gcode_name)
         try:
             thumbnail = await manager.in_thread(unpack_ufp, ufp_path, gcode_temp, self.server.max_upload_size)
         except ServerError:
             sink.abort()
             raise
         sink.abort()  # the package itself is no longer needed
-        sink.temp_path, sink.filename = gcode_temp, stem + ".gcode"
+        sink.temp_name, sink.temp_path, sink.filename = gcode_name, gcode_temp, stem + ".gcode"
         if thumbnail is not None and not os.path.isdir(os.path.dirname(full)):
             return full, thumbnail
         await self._store_thumbnail(manager, full, thumbnail)

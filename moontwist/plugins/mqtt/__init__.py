@@ -298,6 +298,7 @@ class MQTTPlugin:
 
     @hookimpl
     def notification(self, method: str, params: list[Any] | None) -> None:
+        self.discovery.notification(method, params)
         if not self.api_enabled or not self.client.connected:
             return
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}

@@ -183,6 +183,7 @@ async def test_switches_work_from_home_assistant(tmp_path, broker, tasmotas):
         # what Home Assistant can't mean is ignored
         requests = len(lamp.requests)
         await ha.publish(switches["power_lamp"]["command_topic"], "EXPLODE")
+        await ha.publish(switches["power_lamp"]["command_topic"], b"ON" * 100_000)
         await ha.publish(f"{INSTANCE}/moontwist/power/nothing/set", "ON")
         await sleep(0.3)
         assert len(lamp.requests) == requests

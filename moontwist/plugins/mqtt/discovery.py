@@ -46,6 +46,7 @@ OWNER = "mqtt_home_assistant"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _HEATER = re.compile(r"(extruder\d*|heater_bed|heater_generic .+)")
 POWER_COMMANDS = {"ON": "on", "OFF": "off", "TOGGLE": "toggle"}
+MAX_COMMAND = 16  # bytes of a power command payload worth reading
 
 
 def node_id(name: str) -> str:
@@ -295,10 +296,14 @@ class HomeAssistantDiscovery:
             # kept by the broker, it would switch the device again at every connect
             log.warn("Ignoring a retained power command on {topic}", topic=message.topic)
             return None
-        word = message.payload.decode("utf-8", "replace").strip()
-        action = POWER_COMMANDS.get(word.upper())
+        word = message.payload[:MAX_COMMAND].decode("utf-8", "replace").strip()
+        action = POWER_COMMANDS.get(word.upper()) if len(message.payload) <= MAX_COMMAND else None
         if action is None:
-            log.warn("Power command {word!r} on {topic}: expected ON, OFF or TOGGLE", word=word[:40], topic=message.topic)
+            log.warn("Power command {word!r} on {topic}: expected ON, OFF or TOGGLE", word=word, topic=message.topic)
+            return None
+        plugins = self.server.plugins
+        if plugins is None or not plugins.is_started("power"):
+            log.warn("Power command on {topic} ignored: the power plugin is not running", topic=message.topic)
             return None
         log.info("Home Assistant: power {name} {action}", name=target.name, action=action)
 

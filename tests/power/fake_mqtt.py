@@ -12,7 +12,8 @@ from moontwist.hookspecs import hookimpl
 
 
 class FakeMQTT:
-    """publish_topic / subscribe_topic / unsubscribe / is_connected, Moonraker's names."""
+    """publish_topic / subscribe_topic / unsubscribe / is_connected (Moonraker's names) and the
+    MQTT plugin's wait_connected / add_connection_listener / remove_connection_listener."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, Any, Any, bool]] = []
@@ -20,6 +21,7 @@ class FakeMQTT:
         self.connected = True
         self.devices: dict[str, str] = {}  # name -> "ON"/"OFF"
         self.mute = False
+        self.listeners: list[Any] = []
 
     def publish_topic(self, topic: str, payload: Any = None, qos: Any = None, retain: bool = False) -> Any:
         self.published.append((topic, payload, qos, retain))
@@ -41,6 +43,15 @@ class FakeMQTT:
 
     def is_connected(self) -> bool:
         return self.connected
+
+    def wait_connected(self, timeout: float | None = None) -> Any:
+        return succeed(self.connected)
+
+    def add_connection_listener(self, callback: Any) -> None:
+        self.listeners.append(callback)
+
+    def remove_connection_listener(self, callback: Any) -> None:
+        self.listeners.remove(callback)
 
     def deliver(self, topic: str, payload: bytes) -> None:
         for callback in list(self.subscribers.get(topic, [])):

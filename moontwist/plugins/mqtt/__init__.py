@@ -8,6 +8,7 @@ Topics (``INSTANCE`` is ``instance_name``)::
     INSTANCE/moonraker/api/response    their replies, and every notification
     INSTANCE/klipper/status            {"eventtime", "status"} of status_objects
     INSTANCE/klipper/state/OBJ/FIELD   {"eventtime", "value"} retained (publish_split_status)
+    INSTANCE/moontwist/power/NAME/...  Home Assistant switches: state (retained), set
 
 Requests over MQTT go through the same JSON-RPC dispatcher as the websocket,
 with the transport ``mqtt`` (trusted like the unix socket: the broker decides
@@ -298,6 +299,7 @@ class MQTTPlugin:
 
     @hookimpl
     def notification(self, method: str, params: list[Any] | None) -> None:
+        self.discovery.notification(method, params)
         if not self.api_enabled or not self.client.connected:
             return
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}

@@ -102,6 +102,7 @@ class PowerPlugin:
         self.idle = IdleWatch(self)
         self.energy = EnergyRecorder(self)
         log.info("Power devices: {names}", names=", ".join(self.devices) or "none")
+        server.provide("power", self)  # Home Assistant discovery shows the devices as switches
 
     def _type_registrar(self, plugin: str) -> Any:
         def register(name: str, driver: Any) -> None:

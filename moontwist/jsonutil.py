@@ -15,6 +15,14 @@ __all__ = ["dumps", "dumpb", "loads", "JSONDecodeError"]
 JSONDecodeError = (ValueError, UnicodeDecodeError)
 
 
+def _stdlib_dumpb(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (a file name that isn't UTF-8): as a \uXXXX escape, still valid JSON
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 if orjson is not None:
     _OPTS = orjson.OPT_NON_STR_KEYS
 
@@ -23,8 +31,8 @@ if orjson is not None:
         try:
             return orjson.dumps(obj, option=_OPTS)
         except TypeError:
-            # orjson refuses ints above 64 bits and some subclasses; stdlib copes
-            return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+            # orjson refuses ints above 64 bits, some subclasses and lone surrogates; stdlib copes
+            return _stdlib_dumpb(obj)
 
     def loads(data: bytes | str) -> Any:
         """Decode JSON; raises ``ValueError`` on bad input (also bad UTF-8)."""
@@ -33,7 +41,7 @@ if orjson is not None:
 else:  # pragma: no cover
 
     def dumpb(obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return _stdlib_dumpb(obj)
 
     def loads(data: bytes | str) -> Any:
         return json.loads(data)

@@ -25,6 +25,8 @@ class RPCTestPlugin:
         register(Endpoint("test.teapot", self.teapot, "/test/teapot"))
         register(Endpoint("test.slow", self.slow, "/test/slow"))
         register(Endpoint("test.http_only", lambda r: "ok", "/test/http_only", transports={"http"}))
+        # a name as os.fsdecode gives it for bytes that aren't UTF-8
+        register(Endpoint("test.surrogate", lambda r: {"name": "caf\udce9.gcode"}, "/test/surrogate"))
 
     def teapot(self, req):
         raise ServerError("I'm a teapot", 418)
@@ -210,4 +212,14 @@ async def test_endpoints_added_at_run_time_appear_everywhere(svc):
     assert "/late/hello" in doc["paths"]
     names = [m["name"] for m in (await ws.call("rpc.discover"))["methods"]]
     assert "late.hello" in names and "server.info" in names
+    ws.sendClose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_with_a_lone_surrogate_still_gets_a_reply(svc):
+    """orjson refuses lone surrogates: the reply falls back to an ASCII-escaped encoding."""
+    ws = await svc.ws()
+    assert await ws.call("test.surrogate") == {"name": "caf\udce9.gcode"}
+    code, body = await svc.get("/test/surrogate")
+    assert code == 200 and body == {"result": {"name": "caf\udce9.gcode"}}
     ws.sendClose()

@@ -239,10 +239,13 @@ class SpoolmanPlugin:
 
     def _tick(self) -> None:
         if self.peer.connected and self.pending and not self.reporting:
-            Deferred.fromCoroutine(self._report())
+            Deferred.fromCoroutine(self._report()).addErrback(
+                lambda f: log.failure("Reporting filament use to Spoolman failed", f)
+            )
         elif self.pending_dirty and not self.reporting:
-            self._save_pending().addErrback(lambda f: log.warn("Saving Spoolman reports failed: {e}",
-                                                               e=f.getErrorMessage()))
+            Deferred.fromCoroutine(self._save_pending()).addErrback(
+                lambda f: log.warn("Saving Spoolman reports failed: {e}", e=f.getErrorMessage())
+            )
 
     async def _report(self) -> None:
         """Send every pending report once; what doesn't go through stays pending."""

@@ -1,11 +1,10 @@
-"""The HTTP transport generated from the registry: a root resource for registry routes, Klein for the rest."""
+"""The HTTP transport generated from the registry: one root resource dispatching every request."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
-from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -60,20 +59,13 @@ class APISite(Site):
 
 
 class APIResource(Resource):
-    """The root resource: registry routes are dispatched directly, everything else by Klein.
-
-    Klein's per-request routing and Deferred plumbing cost more than half of
-    a small request's CPU time, so the registry's own table (one dict lookup)
-    serves its routes; Klein serves ``/websocket`` and any route a plugin adds
-    to ``server.http_api.app``.
-    """
+    """The root resource: ``/websocket`` upgrades to the websocket, every other path goes through the registry."""
 
     isLeaf = True
 
     def __init__(self, api: HTTPAPI) -> None:
         super().__init__()
         self.api = api
-        self.klein = api.app.resource()
 
     def render(self, request: Request) -> Any:
         prefix = self.api.route_prefix
@@ -81,8 +73,8 @@ class APIResource(Resource):
             request.setResponseCode(404)
             request.setHeader(b"content-type", JSON_TYPE)
             return error_body(404, f"Not Found: routes are below {prefix}")
-        if request.path == b"/websocket" or self.api.server.registry.match(_route_path(request)) is None:
-            return self.klein.render(request)
+        if request.path == b"/websocket":
+            return self.api.server.websocket_resource.render(request)
         return self._respond(request, self.api.dispatch(request))
 
     def _respond(self, request: Request, result: Any) -> Any:
@@ -120,9 +112,7 @@ def _route_path(request: Request) -> str:
 
 
 class HTTPAPI:
-    """Routes every HTTP request through the registry; ``/websocket`` goes to Autobahn."""
-
-    app = Klein()
+    """Routes every HTTP request through the registry; ``/websocket`` upgrades to the websocket."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -131,11 +121,6 @@ class HTTPAPI:
     def resource(self) -> APIResource:
         return APIResource(self)
 
-    @app.route("/websocket")
-    def websocket(self, request: Request) -> Any:
-        return self.server.websocket_resource
-
-    @app.route("/", branch=True)
     def dispatch(self, request: Request) -> Any:
         request.setHeader(b"content-type", JSON_TYPE)
         hook = self.server.http_prepare

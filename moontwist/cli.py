@@ -1,23 +1,43 @@
-"""``moontwist [options]``: runs ``twistd -n moontwist`` in the foreground."""
+"""``moontwist [options]``: the daemon in the foreground, as ``twistd -n moontwist`` runs it.
+
+The service is started directly rather than through twistd: twistd's
+application machinery and its plugin scan (which imports every installed
+twistd plugin, Twisted's trial and unittest among them) cost a few MB resident
+that a foreground daemon doesn't need. Options, logging to stdout and the
+shutdown sequence are the same.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from moontwist import tls
 
 __all__ = ["main"]
 
 
+def _option(args: list[str], short: str, long: str, default: str | None) -> str | None:
+    """The value of ``-x VALUE``/``-xVALUE``/``--long VALUE``/``--long=VALUE`` (the last one wins)."""
+    value = default
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in (short, long):
+            value = args[i + 1] if i + 1 < len(args) else value
+        elif arg.startswith(long + "="):
+            value = arg[len(long) + 1 :]
+        elif arg.startswith(short) and not arg.startswith("--"):
+            value = arg[len(short) :]
+    return value
+
+
 def _https_configured(args: list[str]) -> bool:
-    """Whether the config names a certificate; unreadable configs count as yes (twistd reports them)."""
+    """Whether the config names a certificate; unreadable configs count as yes (start-up reports them)."""
     from moontwist.config import Config, ConfigError, find_config_file
 
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("-c", "--config")
-    parser.add_argument("-d", "--datapath", default="~/printer_data")
-    known, _ = parser.parse_known_args(args)
-    path = find_config_file(os.path.abspath(os.path.expanduser(known.datapath)), known.config)
+    datapath = _option(args, "-d", "--datapath", "~/printer_data") or ""
+    path = find_config_file(os.path.abspath(os.path.expanduser(datapath)), _option(args, "-c", "--config", None))
     if not os.path.exists(path):
         return False
     try:
@@ -27,18 +47,49 @@ def _https_configured(args: list[str]) -> bool:
         return True
 
 
+def _return_freed_memory(_: object = None) -> None:
+    """Hand memory that start-up allocated and freed back to the system.
+
+    glibc keeps freed heap pages for reuse; after start-up (config, plugin
+    imports, Klippy's first answers) about 1 MB of them would otherwise stay
+    resident for the life of the process.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not _https_configured(args):
-        # Twisted imports pyOpenSSL (and cryptography's TLS bindings, ~6 MB) whenever it can;
-        # without HTTPS nothing needs them. A restart that enables HTTPS needs a new process.
-        sys.modules.setdefault("OpenSSL", None)
-    from twisted.scripts.twistd import run
+        # Serving HTTPS after a restart that configured it needs a new process.
+        tls.defer_until_needed()
+    from twisted.python import usage
 
-    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "moontwist", *args]
-    run()
     from moontwist import tap
 
+    options = tap.Options()
+    try:
+        options.parseOptions(args)
+    except usage.UsageError as exc:
+        print(f"{options}\nmoontwist: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    service = tap.makeService(options)  # SystemExit with a message when the config can't be used
+    service.startService()
+    service._started.addCallback(_return_freed_memory)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    reactor.run()
     if tap.start_failed:
         sys.exit(1)
 

@@ -6,8 +6,8 @@ import os
 from typing import Any
 
 from twisted.application import service
-from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
+from twisted.internet.defer import DeferredList, maybeDeferred, succeed
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -43,11 +43,6 @@ class Options(usage.Options):
             raise usage.UsageError("--simulate and --no-simulate exclude each other")
 
 
-def _endpoint_string(host: str, port: int) -> str:
-    interface = host.replace(":", r"\:")
-    return f"tcp:{port}:interface={interface}"
-
-
 class MoontwistService(service.MultiService):
     """Starts the Server, then listens on TCP (HTTP + websocket) and on the unix socket."""
 
@@ -59,6 +54,7 @@ class MoontwistService(service.MultiService):
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
         self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured
+        self._ports: list[Any] = []
 
     def startService(self) -> None:  # noqa: N802 - twisted API
         service.Service.startService(self)
@@ -78,20 +74,18 @@ class MoontwistService(service.MultiService):
         self.reactor.callWhenRunning(self.reactor.stop)
 
     def _listen(self) -> Any:
+        # The reactor's own listen calls: Twisted's endpoint and service layers would cost ~1 MB resident.
         server = self.server
-        tcp = StreamServerEndpointService(serverFromString(self.reactor, _endpoint_string(server.host, server.port)), self.site)
-        tcp.setServiceParent(self)
+        self.listening_port = self.reactor.listenTCP(server.port, self.site, interface=server.host)
+        self._ports.append(self.listening_port)
         sock_path = server.path("comms", "moonraker.sock")
         if os.path.exists(sock_path):
             os.unlink(sock_path)
-        unix = StreamServerEndpointService(
-            serverFromString(self.reactor, f"unix:{sock_path}:mode=660"), UnixSocketFactory(server)
-        )
-        unix.setServiceParent(self)
+        self._ports.append(self.reactor.listenUNIX(sock_path, UnixSocketFactory(server), mode=0o660))
         self._listen_tls()
         self.site.access_log = server.debug
         log.info("Listening on {host}:{port} and {sock}", host=server.host, port=server.port, sock=sock_path)
-        return tcp._waitingForPort.addCallback(self._listening)
+        return self.listening_port
 
     def _listen_tls(self) -> None:
         """HTTPS and WSS on ``ssl_port`` when ``[server]`` names a certificate and its key."""
@@ -117,17 +111,19 @@ class MoontwistService(service.MultiService):
         except (OSError, ValueError, SSLError) as exc:
             log.error("HTTPS disabled: can't load {cert} / {key}: {error}", cert=cert_path, key=key_path, error=str(exc))
             return
-        tls = StreamServerEndpointService(SSL4ServerEndpoint(self.reactor, port, options, interface=self.server.host), self.site)
-        tls.setServiceParent(self)
-        self.tls_port = tls._waitingForPort
+        try:
+            tls = self.reactor.listenSSL(port, self.site, options, interface=self.server.host)
+        except CannotListenError as exc:
+            log.error("HTTPS disabled: {error}", error=str(exc))
+            return
+        self._ports.append(tls)
+        self.tls_port = succeed(tls)
         log.info("Listening for HTTPS on {host}:{port}", host=self.server.host, port=port)
-
-    def _listening(self, port: Any) -> Any:
-        self.listening_port = port
-        return port
 
     def stopService(self) -> Any:  # noqa: N802
         d = super().stopService()
+        ports, self._ports = self._ports, []
+        d.addCallback(lambda _: DeferredList([maybeDeferred(p.stopListening) for p in ports]))
         d.addCallback(lambda _: self.server.stop())
         d.addCallback(lambda _: self.server.close_log())
         return d

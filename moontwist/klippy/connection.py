@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred, succeed
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
+from twisted.internet.protocol import ClientCreator
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -97,9 +97,8 @@ class KlippyConnection:
         self._retry_call = None
         if not self._running:
             return
-        endpoint = UNIXClientEndpoint(self.reactor, self.socket_path, timeout=2)
-        proto = KlippyProtocol(self._on_message, self._on_lost)
-        connectProtocol(endpoint, proto).addCallbacks(self._on_connected, self._on_connect_failed)
+        creator = ClientCreator(self.reactor, KlippyProtocol, self._on_message, self._on_lost)
+        creator.connectUNIX(self.socket_path, timeout=2).addCallbacks(self._on_connected, self._on_connect_failed)
 
     def _on_connect_failed(self, failure: Failure) -> None:
         if not self._running:

@@ -27,11 +27,9 @@ import email.utils
 import os
 import re
 import time
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import treq
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredLock
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -42,6 +40,7 @@ from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config, ConfigError
 from moontwist.hookspecs import hookimpl
 from moontwist.plugins.database import DatabaseNamespace
+from moontwist.tls import http_client
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -63,8 +62,16 @@ HEX_KEY = re.compile(r"^[0-9A-Fa-f]+$")
 
 
 def parse_feed(xml_text: str | bytes, feed: str) -> list[dict[str, Any]]:
-    """The items of a Moonlight RSS document as announcement entries (not dismissed)."""
-    channel = ET.fromstring(xml_text).find("channel")
+    """The items of a Moonlight RSS document as announcement entries (not dismissed).
+
+    Raises ValueError for anything that is not such a document.
+    """
+    import xml.etree.ElementTree as ET  # only needed once a feed arrives
+
+    try:
+        channel = ET.fromstring(xml_text).find("channel")
+    except ET.ParseError as exc:
+        raise ValueError(str(exc)) from exc
     if channel is None:
         raise ValueError("no <channel> element")
     entries = []
@@ -340,7 +347,7 @@ class AnnouncementsPlugin:
     def _merge(self, name: str, text: bytes) -> bool:
         try:
             fresh = parse_feed(text, name)
-        except (ET.ParseError, ValueError) as exc:
+        except ValueError as exc:
             log.warn("Announcement feed {name} is not a valid RSS document: {error}", name=name, error=exc)
             return False
         added = [e for e in fresh if e["entry_id"] not in self.entries]
@@ -359,6 +366,7 @@ class AnnouncementsPlugin:
         url = f"{self.base_url}/{name}.xml"
         if os.environ.get(OFFLINE_ENV) and urlparse(url).hostname not in LOOPBACK_HOSTS:
             return None  # test and benchmark runs: no traffic beyond this machine
+        treq = http_client()  # loaded with the first request, not at start-up
         headers = {"Accept": "application/xml"}
         if name in self.etags:
             headers["If-None-Match"] = self.etags[name]

@@ -35,7 +35,6 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import treq
 from twisted.internet.defer import DeferredLock
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -47,6 +46,7 @@ from moontwist.config import Config, ConfigError, ConfigSection
 from moontwist.hookspecs import hookimpl
 from moontwist.plugins.database import DatabaseNamespace
 from moontwist.storage.instance import instance_uuid
+from moontwist.tls import http_client
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -381,6 +381,7 @@ class WebcamPlugin:
         }
 
     async def _reachable(self, url: str) -> bool:
+        treq = http_client()  # loaded with the first probe, not at start-up
         try:
             response = await treq.get(
                 url,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest_twisted
+import treq
 from announcements.feedserver import rss, start
 from twisted.internet import reactor
 from twisted.internet.defer import fail
@@ -258,7 +259,7 @@ async def test_offline_mode_contacts_nothing_beyond_loopback(tmp_path, monkeypat
         return fail(ConnectionRefusedError(url))
 
     monkeypatch.setenv(plugin.OFFLINE_ENV, "1")
-    monkeypatch.setattr(plugin.treq, "get", fake_get)
+    monkeypatch.setattr(treq, "get", fake_get)
     globalLogPublisher.addObserver(observer)
     svc = await start(tmp_path, "[announcements]\nmoonlight_url: https://feeds.example.invalid/assets\n")
     try:

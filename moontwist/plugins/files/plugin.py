@@ -14,7 +14,6 @@ from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
 from moontwist.config import Config
 from moontwist.hookspecs import hookimpl
 from moontwist.plugins.files import archive, listing
-from moontwist.plugins.files.downloads import DownloadResource
 from moontwist.plugins.files.metadata import DEFAULT_PARSERS
 from moontwist.plugins.files.metadata.thumbnails import THUMB_TEMP_PREFIX
 from moontwist.plugins.files.metadata_cache import MetadataStore
@@ -27,6 +26,7 @@ from moontwist.plugins.files.watcher import Watcher
 from moontwist.storage.confined import COPY_PREFIX, Tree, sweep_temp_files
 
 if TYPE_CHECKING:
+    from moontwist.plugins.files.downloads import DownloadResource
     from moontwist.server import Server
 
 __all__ = ["FileManagerPlugin"]
@@ -346,6 +346,9 @@ class FileManagerPlugin:
             raise ServerError(f"File does not exist: {shown}", 404)
         if not os.access(full, os.R_OK):
             raise ServerError(f"File is not readable: {shown}", 403)
+        # twisted.web.static builds its MIME table on import: loaded with the first download
+        from moontwist.plugins.files.downloads import DownloadResource
+
         return DownloadResource(full, os.path.basename(shown))
 
     def klippy_log(self, request: APIRequest) -> DownloadResource:

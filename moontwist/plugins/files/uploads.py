@@ -17,7 +17,6 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import multipart
 from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
@@ -26,6 +25,8 @@ from moontwist.plugins.files.roots import Root
 from moontwist.storage.confined import Tree
 
 if TYPE_CHECKING:
+    import multipart
+
     from moontwist.plugins.files.operations import FileManager
 
 __all__ = ["UploadSink", "finish_upload", "TEMP_PREFIX"]
@@ -41,6 +42,9 @@ class UploadSink:
     """Parses one multipart body incrementally (see ``moontwist.api.upload``)."""
 
     def __init__(self, manager: FileManager, content_type: bytes | None) -> None:
+        import multipart  # loaded with the first upload, not at start-up
+
+        self._multipart = multipart
         self.manager = manager
         ctype, options = multipart.parse_options_header((content_type or b"").decode("latin-1"))
         if ctype.lower() != "multipart/form-data":
@@ -70,7 +74,7 @@ class UploadSink:
             for event in self.parser.parse(data):
                 if event is None:
                     self._end_part()
-                elif isinstance(event, multipart.MultipartSegment):
+                elif isinstance(event, self._multipart.MultipartSegment):
                     self._start_part(event)
                 elif self._file is not None:
                     self._file.write(event)
@@ -80,7 +84,7 @@ class UploadSink:
                     self._value += event
                     if len(self._value) > MAX_FIELD:
                         raise ServerError(f"Form field '{self._field}' is too large", 400)
-        except multipart.MultipartError as exc:
+        except self._multipart.MultipartError as exc:
             raise ServerError(f"Malformed multipart body: {exc}", 400) from None
         except OSError as exc:
             raise ServerError(f"Cannot store the upload: {exc.strerror}", 500) from None
@@ -126,7 +130,7 @@ class UploadSink:
             for event in self.parser.parse(b""):
                 if event is None:
                     self._end_part()
-        except multipart.MultipartError as exc:
+        except self._multipart.MultipartError as exc:
             raise ServerError(f"Malformed multipart body: {exc}", 400) from None
         if not self.parser.closed or self._file is not None:
             raise ServerError("Truncated multipart body", 400)

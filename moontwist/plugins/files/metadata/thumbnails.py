@@ -5,7 +5,10 @@ malformed is skipped, never fatal.
 
 Thumbnails are written confined to a root: a ``.thumbs`` that is a symlink is
 never followed, and each file replaces whatever was there (a symlink
-included) through a temporary file instead of writing through it."""
+included) through a temporary file instead of writing through it.
+
+Pillow is imported the first time an image has to be decoded: most servers
+never need it, and it costs a few MB resident."""
 
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ import io
 import logging
 import os
 import re
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from moontwist.storage.confined import Folder, Tree
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = ["THUMB_DIR", "THUMB_TEMP_PREFIX", "extract_thumbnails", "thumbnail_from_image_file"]
 
@@ -39,13 +43,22 @@ _BLOCK = re.compile(
 _NOT_B64 = re.compile(r"[^A-Za-z0-9+/=]")
 _SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8"}
 _MAX_PIXELS = 4096 * 4096
-# What Pillow raises for data it can't decode (UnidentifiedImageError is an OSError).
-_BAD_IMAGE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _pillow() -> Any:
+    from PIL import Image as pillow
+
+    return pillow
+
+
+def _bad_image() -> tuple[type[BaseException], ...]:
+    """What Pillow raises for data it can't decode (UnidentifiedImageError is an OSError)."""
+    return (OSError, ValueError, SyntaxError, EOFError, _pillow().DecompressionBombError)
 
 
 def _open(blob: bytes) -> Image.Image:
     """The image in ``blob`` (lazily decoded); refuses absurd sizes before decoding."""
-    img = Image.open(io.BytesIO(blob))
+    img = _pillow().open(io.BytesIO(blob))
     if img.width * img.height > _MAX_PIXELS:
         raise ValueError(f"image too large: {img.width}x{img.height}")
     return img
@@ -123,7 +136,7 @@ def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
                 if img.format != "QOI":
                     raise ValueError("not a QOI image")
                 return "png", _png_bytes(img)
-        except _BAD_IMAGE as exc:
+        except _bad_image() as exc:
             log.info("unreadable QOI thumbnail skipped: %s", exc)
             return None
     sig = _SIGNATURES.get(fmt)
@@ -141,9 +154,9 @@ def _miniature(writer: _Writer, source: bytes) -> dict[str, Any] | None:
     """
     try:
         with _open(source) as img:
-            img.thumbnail((MINI, MINI), Image.Resampling.BICUBIC, reducing_gap=None)
+            img.thumbnail((MINI, MINI), _pillow().Resampling.BICUBIC, reducing_gap=None)
             size, data = img.size, _png_bytes(img)
-    except _BAD_IMAGE as exc:
+    except _bad_image() as exc:
         log.info("cannot shrink thumbnail: %s", exc)
         return None
     info = writer.write(writer.name(MINI, MINI, "png"), data)
@@ -209,7 +222,7 @@ def _from_image_file(writer: _Writer) -> list[dict[str, Any]] | None:
             if img.format != "PNG":
                 return None
             width, height = img.size
-    except _BAD_IMAGE:
+    except _bad_image():
         return None
     full = {"width": width, "height": height, "size": len(blob), "relative_path": f"{THUMB_DIR}/{name}"}
     mini = _miniature(writer, blob)

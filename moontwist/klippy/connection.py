@@ -32,6 +32,11 @@ INFO_TIMEOUT = 5.0
 POLL_INTERVAL = 0.5
 REQUEST_TIMEOUT = 60.0
 DEFAULT = object()
+# Requests that change no printer object; after any other, the status cache waits for the next update.
+READ_ONLY = frozenset({
+    "info", "list_endpoints", "objects/list", "objects/query", "objects/subscribe", "gcode/help",
+    "gcode/subscribe_output", "register_remote_method", "query_endstops/status",
+})
 
 
 class KlippyConnection:
@@ -88,6 +93,7 @@ class KlippyConnection:
 
     def stop(self) -> None:
         self._running = False
+        self.subscriptions.stop()
         if self._retry_call is not None and self._retry_call.active():
             self._retry_call.cancel()
         if self._proto is not None and self._proto.transport is not None:
@@ -199,6 +205,8 @@ class KlippyConnection:
         d, method, timer = entry
         if timer is not None and timer.active():
             timer.cancel()
+        if method not in READ_ONLY:
+            self.subscriptions.commanded()
         if "error" in msg:
             error = msg["error"]
             message = error.get("message", str(error)) if isinstance(error, dict) else str(error)

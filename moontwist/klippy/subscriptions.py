@@ -1,13 +1,29 @@
 """One Klippy subscription for everybody: the union of what every client and plugin asked for.
 
-Klippy answers ``objects/subscribe`` on its next status tick (up to 250 ms
-later), so requests that arrive together are merged into one, and a request
-whose fields the live subscription already covers is answered from the cache
-at once. Each websocket client receives only the changed fields it asked for.
+Klippy answers ``objects/subscribe`` and ``objects/query`` on its next status
+tick (up to 250 ms later), so subscribe requests that arrive together are
+merged into one, and a request whose fields the live subscription already
+covers is answered from the cache at once. Each websocket client receives only
+the changed fields it asked for.
+
+``printer.objects.query`` keeps what it was asked for subscribed: the first
+query of an object goes to Klippy and the object joins the subscription (as
+the owner ``QUERY_OWNER``), so later queries are answered from the cache,
+current to Klippy's latest tick. An object leaves when nobody has asked for it
+for ``query_ttl`` seconds, and at most ``query_max`` objects are kept (the one
+asked for least recently leaves first). Only objects Klippy lists join.
+
+The cache is never older than Klippy's last status update: an object counts as
+cached only once the reply to the subscribe that added it has arrived (a query
+in between waits for that reply), after a reconnect only once it has been
+subscribed again, and right after a command moontwist sent to Klippy (G-code,
+pause, ...) until the next status update shows its effect: until then queries
+go to Klippy, so a client reads what it just changed.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +37,14 @@ from moontwist.api.errors import ServerError
 if TYPE_CHECKING:
     from moontwist.klippy.connection import KlippyConnection
 
-__all__ = ["SubscriptionManager", "Request", "normalize", "covers", "to_wire"]
+__all__ = ["SubscriptionManager", "Request", "QUERY_OWNER", "normalize", "covers", "to_wire"]
 
 log = Logger()
+
+QUERY_OWNER = "printer.objects.query"
+# After a command's reply, how long until a status update would have shown its effect:
+# Klippy pushes changes on every 250 ms tick.
+SETTLE_TIME = 0.5
 
 # object name -> the fields wanted, or None for every field
 Request = dict[str, frozenset[str] | None]
@@ -109,7 +130,10 @@ def _changes(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> 
 
 
 class SubscriptionManager:
-    """Owners (connections and plugins) → one merged Klippy subscription and a status cache."""
+    """Owners (connections, plugins, queries) → one merged Klippy subscription and a status cache."""
+
+    query_ttl = 300.0  # seconds an object stays subscribed after the last query for it
+    query_max = 64  # objects kept subscribed for queries
 
     def __init__(self, klippy: KlippyConnection) -> None:
         self.klippy = klippy
@@ -118,8 +142,11 @@ class SubscriptionManager:
         self.status: dict[str, dict[str, Any]] = {}
         self.eventtime = 0.0
         self._waiting: list[Deferred] | None = None
-        self._in_flight = False
+        self._flight: tuple[Request, list[Deferred]] | None = None
         self._groups: dict[tuple, list[Connection]] | None = None
+        self._queried: OrderedDict[str, float] = OrderedDict()  # object -> last asked, least recent first
+        self._expiry: Any = None
+        self._settled_at = 0.0  # before this time (reactor seconds) a command's effect may not be cached yet
 
     # owners ------------------------------------------------------------------------
 
@@ -136,7 +163,7 @@ class SubscriptionManager:
         if not self.klippy.initialized:
             return succeed({"eventtime": self.eventtime, "status": pick(self.status, objects, fill=True)})
         if covers(self.live, objects):
-            self._maybe_shrink()
+            self._sync()
             return succeed({"eventtime": self.eventtime, "status": pick(self.status, objects, fill=True)})
         return self._request_update().addCallback(
             lambda _: {"eventtime": self.eventtime, "status": pick(self.status, objects, fill=True)}
@@ -146,12 +173,113 @@ class SubscriptionManager:
         """Forget an owner (a closed connection); the Klippy subscription shrinks."""
         if self.owners.pop(owner, None) is not None:
             self._groups = None
-            self._maybe_shrink()
+            self._sync()
 
-    def _maybe_shrink(self) -> None:
-        if self.klippy.initialized and self.union() != self.live and not self._in_flight and self._waiting is None:
+    def _sync(self) -> None:
+        """Bring the Klippy subscription in line with the owners, unless a request is on its way."""
+        if self.klippy.initialized and self.union() != self.live and self._flight is None and self._waiting is None:
             d = self._request_update()
-            d.addErrback(lambda f: log.info("Shrinking the subscription failed: {e}", e=f.getErrorMessage()))
+            d.addErrback(lambda f: log.info("Updating the subscription failed: {e}", e=f.getErrorMessage()))
+
+    # queries ------------------------------------------------------------------------
+
+    def query(self, wanted: Request) -> Any:
+        """``printer.objects.query``: ``{"eventtime", "status"}`` from the cache, or Klippy's answer (a Deferred)."""
+        klippy = self.klippy
+        if not klippy.initialized:
+            return klippy.query(to_wire(wanted))  # fails at once while Klippy is away
+        if covers(self.live, wanted) and self._settled():
+            self._remember(wanted)
+            return {"eventtime": self.eventtime, "status": pick(self.status, wanted, fill=True)}
+        pending = self._round_covering(wanted)
+        self._remember(wanted)
+        if pending is None or not self._settled():
+            return klippy.query(to_wire(wanted))
+
+        def answer(_: Any) -> Any:
+            if klippy.initialized and covers(self.live, wanted) and self._settled():
+                return {"eventtime": self.eventtime, "status": pick(self.status, wanted, fill=True)}
+            return klippy.query(to_wire(wanted))
+
+        return pending.addCallbacks(answer, lambda _: klippy.query(to_wire(wanted)))
+
+    def commanded(self) -> None:
+        """Klippy answered a command that may change printer objects; its effect shows on the next tick."""
+        self._settled_at = self.klippy.reactor.seconds() + SETTLE_TIME
+
+    def _settled(self) -> bool:
+        return not self._settled_at or self.klippy.reactor.seconds() >= self._settled_at
+
+    def _round_covering(self, wanted: Request) -> Deferred | None:
+        """A waiter for the subscribe request that will make ``wanted`` live, if one is on its way."""
+        if self._flight is not None and covers(self._flight[0], wanted):
+            waiter: Deferred = Deferred()
+            self._flight[1].append(waiter)
+            return waiter
+        if self._waiting is not None and covers(self.union(), wanted):
+            return self._request_update()
+        return None
+
+    def _remember(self, wanted: Request) -> None:
+        """Keep the queried objects (that Klippy has) subscribed; the least recently asked leave first."""
+        now = self.klippy.reactor.seconds()
+        queried = self._queried
+        mine = self.owners.setdefault(QUERY_OWNER, {})
+        changed = False
+        for name, fields in wanted.items():
+            if name in queried:
+                queried[name] = now
+                queried.move_to_end(name)
+                have = mine[name]
+                if have is None or (fields is not None and fields <= have):
+                    continue
+                mine[name] = None if fields is None else have | fields
+            elif name in self.klippy.objects:
+                queried[name] = now
+                mine[name] = fields
+            else:
+                continue  # unknown to Klippy: its answer is {} and it never changes
+            changed = True
+        while len(queried) > self.query_max:
+            name, _ = queried.popitem(last=False)
+            del mine[name]
+            changed = True
+        if changed:
+            self._sync()
+        if self._expiry is None and queried:
+            self._expiry = self.klippy.reactor.callLater(self.query_ttl, self._expire)
+
+    def _expire(self) -> None:
+        """Drop the objects nobody has queried for ``query_ttl`` seconds."""
+        self._expiry = None
+        now = self.klippy.reactor.seconds()
+        queried = self._queried
+        mine = self.owners.setdefault(QUERY_OWNER, {})
+        changed = False
+        while queried:
+            name, last = next(iter(queried.items()))
+            if now - last < self.query_ttl:
+                self._expiry = self.klippy.reactor.callLater(last + self.query_ttl - now, self._expire)
+                break
+            del queried[name]
+            mine.pop(name, None)
+            changed = True
+        if changed:
+            self._sync()
+
+    def _forget_unknown(self) -> None:
+        """After a (re)connect: objects Klippy no longer lists leave the query cache."""
+        known = set(self.klippy.objects)
+        mine = self.owners.setdefault(QUERY_OWNER, {})
+        for name in [n for n in self._queried if n not in known]:
+            del self._queried[name]
+            mine.pop(name, None)
+
+    def stop(self) -> None:
+        """The connection is shutting down: no more timers."""
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
 
     # the Klippy request ----------------------------------------------------------------
 
@@ -160,7 +288,7 @@ class SubscriptionManager:
         waiter: Deferred = Deferred()
         if self._waiting is None:
             self._waiting = []
-            if not self._in_flight:
+            if self._flight is None:
                 self.klippy.reactor.callLater(0, self._send)
         self._waiting.append(waiter)
         return waiter
@@ -170,7 +298,7 @@ class SubscriptionManager:
         if not waiters:
             return
         target = self.union()
-        self._in_flight = True
+        flight = self._flight = (target, waiters)
         d = self.klippy.request(
             "objects/subscribe",
             {"objects": to_wire(target), "response_template": {"method": "process_status_update"}},
@@ -182,34 +310,39 @@ class SubscriptionManager:
             self.live = target
             self.status = {name: dict(values) for name, values in result.get("status", {}).items()}
             self.eventtime = result.get("eventtime", self.eventtime)
+            self._settled_at = 0.0  # the reply shows the state as of this tick
             # Changes that happened since the last push arrive inside this reply.
             changes = _changes(old, self.status)
             if changes:
                 self.klippy.status_changed(changes, self.eventtime)
-            self._finish(waiters, None)
+            self._finish(flight, None)
 
-        d.addCallbacks(done, lambda failure: self._finish(waiters, failure))
+        d.addCallbacks(done, lambda failure: self._finish(flight, failure))
 
-    def _finish(self, waiters: list[Deferred], failure: Any) -> None:
-        self._in_flight = False
-        for waiter in waiters:
+    def _finish(self, flight: tuple[Request, list[Deferred]], failure: Any) -> None:
+        if self._flight is flight:
+            self._flight = None
+        for waiter in flight[1]:
             if failure is None:
                 waiter.callback(None)
             else:
                 waiter.errback(failure)
+        if self._flight is not None:
+            return
         if self._waiting is not None:
             self._send()
         elif failure is None:
-            self._maybe_shrink()  # owners that left while this request was in flight
+            self._sync()  # owners that left while this request was in flight
 
     def restore(self) -> Deferred:
         """After (re)connecting: subscribe the union of every owner again."""
         self.live = {}
+        self._forget_unknown()
         return self._request_update()
 
     def disconnected(self) -> None:
         self.live = {}
-        self._in_flight = False
+        self._flight = None  # its request fails with the connection, which tells its waiters
         waiters, self._waiting = self._waiting or [], None
         for waiter in waiters:
             waiter.errback(ServerError("Klippy Disconnected", 503))
@@ -219,6 +352,7 @@ class SubscriptionManager:
     def push(self, changed: dict[str, dict[str, Any]], eventtime: float) -> None:
         """Merge a status push into the cache and send each client what it asked for."""
         self.eventtime = eventtime
+        self._settled_at = 0.0
         status = self.status
         for name, values in changed.items():
             cached = status.get(name)

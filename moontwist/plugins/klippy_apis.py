@@ -16,7 +16,7 @@ from moontwist.api.klippysocket import KlippyBridges
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.hookspecs import hookimpl
 from moontwist.klippy.connection import KlippyConnection
-from moontwist.klippy.subscriptions import covers, normalize, pick, to_wire
+from moontwist.klippy.subscriptions import normalize
 
 if TYPE_CHECKING:
     from moontwist.config import Config
@@ -228,11 +228,7 @@ class KlippyAPIsPlugin:
         return result
 
     def objects_query(self, request: APIRequest) -> Any:
-        wanted = normalize(_objects_arg(request))
-        subs = self.klippy.subscriptions
-        if self.klippy.initialized and covers(subs.live, wanted):
-            return {"eventtime": subs.eventtime, "status": pick(subs.status, wanted, fill=True)}
-        return self.klippy.query(to_wire(wanted))
+        return self.klippy.subscriptions.query(normalize(_objects_arg(request)))
 
     def objects_subscribe(self, request: APIRequest) -> Any:
         conn = request.connection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import os
 import platform
@@ -73,6 +74,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "loads on that CPU, concurrent loads on the others; 'pin' does the same to a --pid server "
         "(its affinity is restored at exit); 'none' pins nothing (default: auto)",
     )
+    p.add_argument(
+        "--klippy-socket", metavar="PATH",
+        help="the moontwist the bench starts connects to the Klippy listening on PATH (a real Klippy, "
+        "e.g. in batch mode) instead of running its simulated printer in-process",
+    )
+    p.add_argument(
+        "--klippy-pid", type=int, metavar="PID",
+        help="pid of the Klippy the server is connected to (suite klippy_cost measures its CPU)",
+    )
     p.add_argument("--keep-datapath", action="store_true", help="keep the temporary data path and server log")
     p.add_argument("--check", action="store_true", help="exit with status 3 when a target is missed")
     p.add_argument("--list", action="store_true", help="list the suites and exit")
@@ -84,6 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup = min(1.0, max(0.05, args.duration / 5))
     if args.base_url and args.standin:
         p.error("--standin starts a server: it cannot be combined with --base-url")
+    if args.klippy_socket and (args.base_url or args.standin or args.server_cmd):
+        p.error("--klippy-socket configures the moontwist the bench starts (not --base-url, --standin, --server-cmd)")
     names: list[str] = []
     for item in args.suite or ["core"]:
         names += [s.strip() for s in item.split(",") if s.strip()]
@@ -179,11 +191,14 @@ def main(argv: list[str] | None = None) -> int:
             server_desc = "external server"
             rss_label = "RSS before load"
             started = False
+            simulated = False
         else:
             host = "127.0.0.1"
             template = args.server_cmd or (STANDIN_CMD if args.standin else DEFAULT_SERVER_CMD)
             proc = ServerProcess(cmd_template=template, host=host, extra_args=args.server_arg)
-            log(f"starting server: {template}")
+            if args.klippy_socket:
+                proc.use_klippy(args.klippy_socket)
+            log(f"starting server: {proc.cmd_template}")
             proc.start()
             log(f"  pid {proc.pid} on {proc.base_url}, data path {proc.tmpdir}")
             port, pid, pid_note = proc.port, proc.pid, "started by bench"
@@ -191,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.server_cmd:
                 server_desc = f"started by bench: {args.server_cmd}"
             rss_label = "RSS at start"
+            simulated = not (args.standin or args.server_cmd or args.klippy_socket)
+            if args.klippy_socket:
+                server_desc += f", Klippy at {args.klippy_socket}"
+                rss_label = "RSS at start (real Klippy)"
+                if not proc.wait_klippy_ready():
+                    log("  warning: Klippy did not become ready within 20 s")
+            elif simulated:
+                rss_label += " (simulated printer in-process)"
             started = True
             time.sleep(0.5)  # let start-up work settle before reading RSS
 
@@ -206,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
             use_uvloop=not args.no_uvloop,
             rss_label=rss_label,
             started_by_bench=started,
+            rss_target=started and not simulated,
             verbose=not args.quiet,
+            klippy_pid=args.klippy_pid,
         )
         if pid is not None:
             if not ProcStats(pid).alive():
@@ -232,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
                     results = mod.run(ctx)
                 except SuiteError as exc:
                     print(f"suite {name} failed: {exc}", file=sys.stderr)
+                    failed = True
+                    continue
+                except (OSError, asyncio.TimeoutError) as exc:  # the server stopped answering
+                    print(f"suite {name} failed: {exc!r}", file=sys.stderr)
                     failed = True
                     continue
                 collected += [(name, r) for r in results]

@@ -36,7 +36,9 @@ class Context:
     rss_at_start: int | None = None  # bytes, measured before any load
     rss_label: str = "RSS at start"
     started_by_bench: bool = False
+    rss_target: bool = False  # the RSS at start is comparable with the target (no simulator in-process)
     verbose: bool = True
+    klippy_pid: int | None = None  # the Klippy behind the server (suite klippy_cost)
     meta: dict[str, Any] = field(default_factory=dict)
     # CPU placement (see README "CPU placement"): the CPUs the server is pinned to, and the
     # CPUs the generator uses for concurrent loads; None = no pinning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import resource
 import shlex
@@ -226,6 +227,7 @@ class ServerProcess:
     extra_args: list[str] = field(default_factory=list)
     ready_path: str = "/server/info"
     ready_timeout: float = 60.0
+    klippy_socket: str | None = None
     proc: subprocess.Popen | None = None
     tmpdir: str | None = None
     log_path: str | None = None
@@ -240,12 +242,34 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    def use_klippy(self, socket_path: str) -> None:
+        """Connect the server to the Klippy at ``socket_path`` (moontwist's command line and config)."""
+        self.klippy_socket = os.path.abspath(socket_path)
+        self.cmd_template = self.cmd_template.replace(" --simulate", " --no-simulate")
+
+    def wait_klippy_ready(self, timeout: float = 20.0) -> bool:
+        """Wait until ``server.info`` reports ``klippy_state: ready``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status, body = http_get(self.host, self.port, "/server/info", timeout=2.0)
+                if status == 200 and json.loads(body)["result"].get("klippy_state") == "ready":
+                    return True
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.1)
+        return False
+
     def start(self) -> ServerProcess:
         if not self.port:
             self.port = free_port(self.host)
         self.tmpdir = tempfile.mkdtemp(prefix="moontwist-bench-")
         datapath = os.path.join(self.tmpdir, "data")
         os.makedirs(datapath)
+        if self.klippy_socket:
+            os.makedirs(os.path.join(datapath, "config"))
+            with open(os.path.join(datapath, "config", "moontwist.conf"), "w") as f:
+                f.write(f"[server]\nklippy_uds_address: {self.klippy_socket}\n")
         self.log_path = os.path.join(self.tmpdir, "server.log")
         fmt = {
             "python": shlex.quote(sys.executable),

@@ -181,7 +181,7 @@ def run(ctx: Context) -> list[Result]:
     if server is not None:
         rss0 = ctx.rss_at_start if ctx.rss_at_start is not None else server.rss()
         results.append(
-            _rss_row(ctx.rss_label, rss0, TARGETS["rss_start"] if ctx.started_by_bench else None)
+            _rss_row(ctx.rss_label, rss0, TARGETS["rss_start"] if ctx.rss_target else None)
         )
 
     request = build_request(ctx.host, ctx.port, HTTP_PATH, headers=ctx.headers)

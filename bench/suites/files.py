@@ -180,11 +180,17 @@ def run(ctx: Context) -> list[Result]:
     head, tail = text[: len(text) // 2], text[len(text) // 2 :]
     filler = b"G1 X10 Y10 E0.1\n" * (65536 // 16)
     size = 50 * 1000 * 1000
-    t0 = time.perf_counter()
-    _upload(ctx, "bench_sliced.gcode", size, filler, head, tail)
-    meta = _get_json(ctx, "/server/files/metadata?filename=bench_sliced.gcode")
-    elapsed = time.perf_counter() - t0
+
+    def sliced() -> tuple[float, dict]:
+        t0 = time.perf_counter()
+        _upload(ctx, "bench_sliced.gcode", size, filler, head, tail)
+        meta = _get_json(ctx, "/server/files/metadata?filename=bench_sliced.gcode")
+        return time.perf_counter() - t0, meta
+
+    (elapsed, meta), base, peak = _with_peak_rss(ctx, sliced)
     note = "" if meta.get("slicer") == "OrcaSlicer" and meta.get("thumbnails") else "metadata incomplete"
     results.append(Result("50 MB sliced upload + metadata", elapsed, "s", target=TARGETS["sliced_s"], higher_is_better=False, note=note))
+    if base is not None:
+        results.append(Result("sliced upload + metadata RSS growth", (peak - base) / MB, "MB", higher_is_better=False))
     (gcodes / "bench_sliced.gcode").unlink(missing_ok=True)
     return results

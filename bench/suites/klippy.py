@@ -1,15 +1,17 @@
-"""klippy: 200 clients subscribing, status fan-out to 200 clients, printer.objects.query cached/uncached.
+"""klippy: 200 clients subscribing, status fan-out to 200 clients, printer.objects.query (subscribed, first, once seen).
 
 Needs a printer: run it against moontwist started with ``--simulate`` (the default when the
-bench starts moontwist itself) or against a server connected to a Klippy.
+bench starts moontwist itself), with ``--klippy-socket`` (a real Klippy), or against any server
+connected to a Klippy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
-from bench.client.http import build_request, http_load
+from bench.client.http import build_request, http_load, parse_response
 from bench.client.ws import ws_connect
 from bench.context import Context, SuiteError
 from bench.result import Result
@@ -22,11 +24,15 @@ TARGETS = {
     "subscribe_200": 2.0,  # seconds for 200 clients to connect and subscribe, at most
     "fanout_p99": 20.0,  # ms until all 200 clients have a status change, at most
     "query_cached": 3000.0,  # req/s at c=32
+    "query_seen_p50": 5.0,  # ms at c=1, at most, for objects queried before
+    "query_seen_c256": 5000.0,  # req/s at c=256, for objects queried before
 }
 CLIENTS = 200
 OBJECTS = {"extruder": None, "toolhead": None}
 CACHED_PATH = "/printer/objects/query?extruder&toolhead"
-UNCACHED_PATH = "/printer/objects/query?gcode_move"
+# Objects no client of this suite subscribes to (Home Assistant-style polling).
+SEEN_PATH = "/printer/objects/query?gcode_move&motion_report&system_stats"
+FIRST_QUERIES = 8  # objects queried for the first time, one after another
 
 
 async def _subscribe_storm(ctx: Context) -> tuple[list, float]:
@@ -35,7 +41,8 @@ async def _subscribe_storm(ctx: Context) -> tuple[list, float]:
 
     async def one():
         client = await ws_connect(ctx.host, ctx.port, ctx.ws_path, ctx.headers)
-        msg = await client.call("printer.objects.subscribe", {"objects": OBJECTS}, timeout=30)
+        # Moonraker answers these one Klippy tick after another: ~50 s for all 200.
+        msg = await client.call("printer.objects.subscribe", {"objects": OBJECTS}, timeout=120)
         if "result" not in msg:
             raise SuiteError(f"printer.objects.subscribe answered {msg!r:.200}")
         return client
@@ -102,17 +109,73 @@ def run(ctx: Context) -> list[Result]:
     results.append(Result("missed status updates", fan["missed"], "updates", 0, higher_is_better=False))
 
     # the clients stay subscribed, so extruder and toolhead are in the live subscription
-    for path, label, target in (
-        (CACHED_PATH, "objects.query cached c=32", TARGETS["query_cached"]),
-        (UNCACHED_PATH, "objects.query uncached c=32", None),
-    ):
-        ctx.log(f"  GET {path} at concurrency 32 ...")
-        request = build_request(ctx.host, ctx.port, path, headers=ctx.headers)
-        with ctx.placement(sequential=False) as where:
-            lr = ctx.run(http_load(ctx.host, ctx.port, request, 32, ctx.warmup, ctx.duration, ctx.server))
-        results += _load_rows(label, lr, "req/s", target, where)
+    ctx.log(f"  GET {CACHED_PATH} at concurrency 32 ...")
+    request = build_request(ctx.host, ctx.port, CACHED_PATH, headers=ctx.headers)
+    with ctx.placement(sequential=False) as where:
+        lr = ctx.run(http_load(ctx.host, ctx.port, request, 32, ctx.warmup, ctx.duration, ctx.server))
+    results += _load_rows("objects.query subscribed fields c=32", lr, "req/s", TARGETS["query_cached"], where)
     ctx.run(_close_all(clients))
+    results += _query_rows(ctx)
     return results
+
+
+def _query_rows(ctx: Context) -> list[Result]:
+    """Objects nobody subscribes to: the first query of each, then repeated queries of some."""
+    results: list[Result] = []
+    names = ctx.run(_first_query_candidates(ctx))
+    ctx.log(f"  first queries of {len(names)} objects, one after another ...")
+    took = [ctx.run(_timed_get(ctx, f"/printer/objects/query?{quote(n)}")) for n in names]
+    if took:
+        results.append(
+            Result(
+                "objects.query first query p50", percentile(sorted(took), 50) * 1e3, "ms", higher_is_better=False,
+                note=f"{len(took)} objects; max {max(took) * 1e3:.0f} ms",
+            )
+        )
+    ctx.run(_timed_get(ctx, SEEN_PATH))  # seen once: from now on a live cache may answer
+    time.sleep(0.6)
+    request = build_request(ctx.host, ctx.port, SEEN_PATH, headers=ctx.headers)
+    for conc, target in ((1, None), (256, TARGETS["query_seen_c256"])):
+        ctx.log(f"  GET {SEEN_PATH} at concurrency {conc} (objects seen before) ...")
+        with ctx.placement(sequential=conc == 1) as where:
+            lr = ctx.run(http_load(ctx.host, ctx.port, request, conc, ctx.warmup, ctx.duration, ctx.server))
+        rows = _load_rows(f"objects.query once seen c={conc}", lr, "req/s", target, where)
+        if conc == 1:
+            rows[1].target = TARGETS["query_seen_p50"]
+        results += rows
+    return results
+
+
+async def _first_query_candidates(ctx: Context) -> list[str]:
+    """Objects this run has not queried or subscribed yet."""
+    client = await ws_connect(ctx.host, ctx.port, ctx.ws_path, ctx.headers)
+    try:
+        msg = await client.call("printer.objects.list")
+    finally:
+        await client.close()
+    used = set(OBJECTS) | set(SEEN_PATH.split("?")[1].split("&")) | {"webhooks", "print_stats", "configfile", "gcode"}
+    names = [n for n in msg.get("result", {}).get("objects", []) if n not in used]
+    return names[:FIRST_QUERIES]
+
+
+async def _timed_get(ctx: Context, path: str) -> float:
+    """Seconds for one GET on a fresh connection (status 200 required)."""
+    reader, writer = await asyncio.open_connection(ctx.host, ctx.port)
+    try:
+        t0 = time.perf_counter()
+        writer.write(build_request(ctx.host, ctx.port, path, headers=ctx.headers))
+        await writer.drain()
+        buf = b""
+        while (parsed := parse_response(buf)) is None:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                raise SuiteError(f"GET {path}: connection closed before the answer was complete")
+            buf += chunk
+        if parsed[0] != 200:
+            raise SuiteError(f"GET {path} answered HTTP {parsed[0]}: {buf[:200]!r}")
+        return time.perf_counter() - t0
+    finally:
+        writer.close()
 
 
 async def _probe(ctx: Context) -> str:

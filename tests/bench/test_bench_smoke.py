@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,48 @@ def test_helpers():
     assert parse_response(ch[:-2]) is None
     close = b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
     assert parse_response(close) == (404, len(close), False)
+
+
+@pytest.fixture
+def klippy(tmp_path):
+    """The Klippy simulator in its own process, standing in for a real Klippy: (socket, pid)."""
+    sock, gcodes = tmp_path / "klippy.sock", tmp_path / "gcodes"
+    gcodes.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = "import sys; from moontwist.sim.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--socket", str(sock), "--gcodes", str(gcodes), "--startup-delay", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            if sock.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert sock.exists(), "the simulator did not start"
+        yield str(sock), proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_moontwist_in_front_of_a_klippy_process(klippy, tmp_path):
+    """--klippy-socket: the started moontwist uses that Klippy; klippy_cost reads its CPU."""
+    sock, pid = klippy
+    out = tmp_path / "out.json"
+    rc = cli.main(["--klippy-socket", sock, "--klippy-pid", str(pid), "--suite", "core,klippy_cost",
+                   "--duration", "0.3", "--warmup", "0.1", "--no-wrk", "-q", "--json", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert "Klippy at" in doc["meta"]["server"]
+    rss = next(r for r in doc["results"] if r["name"].startswith("RSS at start"))
+    assert rss["name"] == "RSS at start (real Klippy)" and rss["target"] == 45.0 and rss["value"] > 0
+    cost = {r["name"]: r for r in doc["results"] if r["name"].startswith("Klippy CPU")}
+    assert set(cost) == {"Klippy CPU, objects not queried", "Klippy CPU, after querying them", "Klippy CPU difference"}
+    assert cost["Klippy CPU, after querying them"]["note"].endswith("objects queried")
+
+
+def test_klippy_options_are_checked(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--klippy-socket", "/tmp/x.sock", "--base-url", "http://127.0.0.1:9"])
+    assert cli.main(["--suite", "klippy_cost", "--standin", "--duration", "0.2", "-q", "--no-wrk"]) == 1

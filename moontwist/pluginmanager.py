@@ -19,7 +19,7 @@ from moontwist.config import ConfigError
 if TYPE_CHECKING:
     from moontwist.server import Server
 
-__all__ = ["PluginManager", "BUILTIN_PLUGINS", "ENTRY_POINT_GROUP", "DISABLE_ENV"]
+__all__ = ["PluginManager", "BUILTIN_PLUGINS", "BUILTIN_SECTIONS", "ENTRY_POINT_GROUP", "DISABLE_ENV"]
 
 log = Logger()
 
@@ -50,6 +50,19 @@ BUILTIN_PLUGINS: dict[str, str] = {
     "octoprint_compat": "moontwist.plugins.octoprint_compat:OctoPrintPlugin",
     "notifier": "moontwist.plugins.notifier:NotifierPlugin",
     "spoolman": "moontwist.plugins.spoolman:SpoolmanPlugin",
+}
+
+# Optional built-ins and the config sections that load them (``[X]`` or ``[X NAME]``), checked
+# before their module is imported: an unconfigured feature costs no memory. The plugin classes
+# declare the same (``optional``, ``section``, ``section_prefixes``).
+BUILTIN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "update_manager": ("update_manager",),
+    "mqtt": ("mqtt",),
+    "power": ("power", "power_group"),
+    "sensor": ("sensor",),
+    "octoprint_compat": ("octoprint_compat",),
+    "notifier": ("notifier",),
+    "spoolman": ("spoolman",),
 }
 
 
@@ -90,7 +103,13 @@ class PluginManager:
 
     def load(self, extra: dict[str, Any] | None = None) -> None:
         """Import and register every built-in, the ``extra`` objects, then every entry-point plugin."""
+        config = self.server.config
         for name, target in self.builtins.items():
+            sections = BUILTIN_SECTIONS.get(name)
+            if sections is not None and not any(
+                config.has_section(s) or any(n.startswith(s + " ") for n in config.sections()) for s in sections
+            ):
+                continue
             self._register(name, lambda target=target: _load(target))
         for name, plugin in (extra or {}).items():
             self._register(name, lambda plugin=plugin: plugin)

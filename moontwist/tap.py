@@ -95,11 +95,10 @@ class MoontwistService(service.MultiService):
         if not cert_path or not key_path:
             return
         port = section.getint("ssl_port", 7130, minval=0, maxval=65535)
-        try:  # imported only when HTTPS is configured (see moontwist.cli)
-            from OpenSSL.SSL import Error as SSLError
-            from twisted.internet.ssl import PrivateCertificate
+        try:  # imported only when HTTPS is configured; this import brings pyOpenSSL back (moontwist.tls)
+            from twisted.internet import ssl
         except ImportError:
-            log.error("HTTPS was configured after start-up; restart the moontwist process to enable it")
+            log.error("HTTPS disabled: pyOpenSSL is not installed")
             return
 
         try:
@@ -107,8 +106,8 @@ class MoontwistService(service.MultiService):
                 cert = f.read()
             with open(os.path.expanduser(key_path), "rb") as f:
                 key = f.read()
-            options = PrivateCertificate.loadPEM(cert + b"\n" + key).options()
-        except (OSError, ValueError, SSLError) as exc:
+            options = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
+        except (OSError, ValueError, ssl.SSL.Error) as exc:
             log.error("HTTPS disabled: can't load {cert} / {key}: {error}", cert=cert_path, key=key_path, error=str(exc))
             return
         try:

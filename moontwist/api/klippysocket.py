@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autobahn.twisted.resource import WebSocketResource
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet.endpoints import UNIXClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ClientCreator, Protocol
 from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
+from moontwist.api.wsproto import HandshakeRequest, WebSocketProtocol, WebSocketResource
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -51,7 +49,7 @@ class KlippyStream(Protocol):
             self.partial, self.partial_size = [], 0
             for message in complete:
                 if self.bridge is not None:
-                    self.bridge.sendMessage(message, isBinary=False)
+                    self.bridge.send_text(message)
                 else:
                     self.pending.append(message)
         if rest:
@@ -71,14 +69,18 @@ class KlippyStream(Protocol):
             self.transport.loseConnection()
 
 
-class KlippyBridge(WebSocketServerProtocol):
+class KlippyBridge(WebSocketProtocol):
     """The websocket side of one bridge."""
 
     stream: KlippyStream
     bridges: KlippyBridges
+    max_message = MAX_CLIENT_MESSAGE
+    ping_interval = 30.0
+    ping_timeout = 60.0
+    close_timeout = 2.0
 
-    def onConnect(self, request: Any) -> None:  # noqa: N802 - Autobahn API
-        self.peer_ip = getattr(self.transport.getPeer(), "host", None)
+    def onConnect(self, request: HandshakeRequest) -> None:  # noqa: N802 - wsproto hook
+        self.peer_ip = getattr(request.peer, "host", None)
 
     def onOpen(self) -> None:  # noqa: N802
         transport = self.transport
@@ -91,7 +93,7 @@ class KlippyBridge(WebSocketServerProtocol):
         self.stream.bridge = self
         pending, self.stream.pending = self.stream.pending, []
         for message in pending:
-            self.sendMessage(message, isBinary=False)
+            self.send_text(message)
         if self.stream.lost:
             self.close(CLOSE_GOING_AWAY, "Klippy Disconnected")
         else:
@@ -107,9 +109,7 @@ class KlippyBridge(WebSocketServerProtocol):
             log.info("Klippy bridge from {ip} closed: {code} {reason}", ip=self.peer_ip, code=code, reason=reason or "")
 
     def close(self, code: int, reason: str) -> None:
-        # sendClose only accepts 1000 and 3000-4999; a server may also say 1001.
-        if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(code, reason.encode()[:120], isReply=False)
+        self.send_close(code, reason)
 
 
 class KlippyBridges:
@@ -149,23 +149,13 @@ class KlippyBridges:
             host = http.getHeader(b"host")
             if checker is None or not checker(origin.decode("latin-1"), host.decode("latin-1") if host else None):
                 raise ServerError(f"Origin {origin.decode('latin-1')} is not allowed", 403)
-        endpoint = UNIXClientEndpoint(self.server.reactor, socket_path, timeout=2)
         try:
-            stream = await connectProtocol(endpoint, KlippyStream())
+            stream = await ClientCreator(self.server.reactor, KlippyStream).connectUNIX(socket_path, timeout=2)
         except Exception as exc:
             raise ServerError(f"Failed to open a connection to Klippy: {exc}", 503) from None
-        factory = WebSocketServerFactory()
-        factory.protocol = type("BoundKlippyBridge", (KlippyBridge,), {"stream": stream, "bridges": self})
-        factory.setProtocolOptions(
-            maxFramePayloadSize=MAX_CLIENT_MESSAGE,
-            maxMessagePayloadSize=MAX_CLIENT_MESSAGE,
-            autoPingInterval=30,
-            autoPingTimeout=60,
-            openHandshakeTimeout=10,
-            closeHandshakeTimeout=2,
-        )
+        bridge = type("BoundKlippyBridge", (KlippyBridge,), {"stream": stream, "bridges": self})
         if http._disconnected:
             stream.close()
             raise ServerError("Client went away", 400)
         # rendered at once by the HTTP transport; from then on the bridge's onClose closes the stream
-        return WebSocketResource(factory)
+        return WebSocketResource(bridge, self.server.reactor)

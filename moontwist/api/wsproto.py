@@ -30,6 +30,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from moontwist import jsonutil
@@ -367,12 +368,13 @@ def _handshake_problem(request: Request) -> tuple[int, str, dict[bytes, bytes]] 
     return None
 
 
-class WebSocketResource:
+class WebSocketResource(Resource):
     """Renders an upgrade request: checks it, asks the protocol, then hands it the connection."""
 
     isLeaf = True
 
     def __init__(self, protocol_factory: Callable[[], WebSocketProtocol], reactor: Any) -> None:
+        super().__init__()
         self.protocol_factory = protocol_factory
         self.reactor = reactor
 

@@ -1,6 +1,8 @@
-"""As the ``moontwist`` command starts without a certificate, then one HTTPS request through ``http_client``.
+"""As the ``moontwist`` command starts without a certificate, then TLS: requests out and a port in.
 
-Usage: https_after_start.py URL CERT_PEM; prints the status and body, exits 1 on failure.
+Usage: https_after_start.py MODE URL CERT_PEM KEY_PEM
+MODE ``http_client``: treq from ``moontwist.tls.http_client()``; ``import``: a plain ``import treq``.
+Prints ``<status of URL> <status of our own HTTPS port>``; exits 1 on failure.
 """
 
 import sys
@@ -15,26 +17,41 @@ from twisted.internet.defer import ensureDeferred  # noqa: E402
 import moontwist.tap  # noqa: E402,F401
 
 
-async def fetch(reactor: object, url: str, pem_path: str) -> None:
+async def fetch(reactor: object, mode: str, url: str, cert_path: str, key_path: str) -> None:
     assert "OpenSSL" in sys.modules and sys.modules["OpenSSL"] is None, "pyOpenSSL was loaded at start-up"
     assert endpoints.TLSMemoryBIOFactory is None
-    treq = tls.http_client()
-    from twisted.internet.ssl import Certificate, optionsForClientTLS
+    if mode == "http_client":
+        treq = tls.http_client()
+    else:
+        import treq
+    from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
     from twisted.web.client import Agent
     from twisted.web.iweb import IPolicyForHTTPS
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
     from zope.interface import implementer
 
-    with open(pem_path, "rb") as f:
-        trust = Certificate.loadPEM(f.read())
+    with open(cert_path, "rb") as c, open(key_path, "rb") as k:
+        cert, key = c.read(), k.read()
+    trust = Certificate.loadPEM(cert)
 
     @implementer(IPolicyForHTTPS)
     class TrustOne:
         def creatorForNetloc(self, hostname: bytes, port: int) -> object:  # noqa: N802
             return optionsForClientTLS("localhost", trustRoot=trust)
 
+    class Hello(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: object) -> bytes:  # noqa: N802
+            return b"served"
+
     client = treq.client.HTTPClient(Agent(reactor, contextFactory=TrustOne()))
-    resp = await client.get(url, timeout=10)
-    print(resp.code, (await resp.content()).decode())
+    out = await client.get(url, timeout=10)
+    port = reactor.listenSSL(0, Site(Hello()), PrivateCertificate.loadPEM(cert + b"\n" + key).options(), interface="127.0.0.1")
+    own = await client.get(f"https://localhost:{port.getHost().port}/", timeout=10)
+    print(out.code, own.code, (await own.content()).decode())
+    await port.stopListening()
 
 
-task.react(lambda reactor: ensureDeferred(fetch(reactor, sys.argv[1], sys.argv[2])))
+task.react(lambda reactor: ensureDeferred(fetch(reactor, *sys.argv[1:5])))

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import pytest_twisted
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -48,6 +49,13 @@ NOT_AT_START = {
     "twisted.internet.endpoints": "nothing: the reactor's listen and connect calls are used",
     "twisted.application.internet": "nothing: the reactor's listen calls are used",
     "cffi": "nothing (Autobahn's native extensions)",
+    "moontwist.plugins.update_manager": "its [update_manager] section",
+    "moontwist.plugins.mqtt": "its [mqtt] section",
+    "moontwist.plugins.power": "a [power NAME] section",
+    "moontwist.plugins.sensors": "a [sensor NAME] section",
+    "moontwist.plugins.spoolman": "its [spoolman] section",
+    "moontwist.plugins.notifier": "a [notifier NAME] section",
+    "moontwist.plugins.octoprint_compat": "its [octoprint_compat] section",
 }
 
 
@@ -137,9 +145,11 @@ class _Hello(Resource):
         return b"hello over TLS"
 
 
+@pytest.mark.parametrize("mode", ["http_client", "import"])
 @pytest_twisted.ensureDeferred
-async def test_https_requests_work_after_a_start_without_tls(tmp_path):
-    """pyOpenSSL hidden at start-up comes back for the first HTTPS request a plugin makes."""
+async def test_tls_works_after_a_start_without_tls(tmp_path, mode):
+    """pyOpenSSL hidden at start-up comes back with the first module that makes TLS connections:
+    through ``http_client`` or a plain ``import treq``, for requests out and for ``listenSSL``."""
     from twisted.internet.ssl import PrivateCertificate
 
     cert_path, key_path = _self_signed(tmp_path)
@@ -149,12 +159,13 @@ async def test_https_requests_work_after_a_start_without_tls(tmp_path):
     try:
         url = f"https://localhost:{port.getHost().port}/"
         out, err, code = await getProcessOutputAndValue(
-            PYTHON, [os.path.join(HERE, "https_after_start.py"), url, cert_path], env=daemon_env(), reactor=reactor
+            PYTHON, [os.path.join(HERE, "https_after_start.py"), mode, url, cert_path, key_path],
+            env=daemon_env(), reactor=reactor,
         )
     finally:
         await port.stopListening()
     assert code == 0, (out + err).decode(errors="replace")
-    assert out.decode().strip() == "200 hello over TLS"
+    assert out.decode().strip() == "200 200 served"
 
 
 def test_moontwist_command_needs_no_twistd(tmp_path):

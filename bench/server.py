@@ -37,6 +37,7 @@ DEFAULT_SERVER_CMD = (
     "{python} -m moontwist.cli --datapath {datapath} --host {host} --port {port} --simulate"
 )
 STANDIN_CMD = "{python} -m bench.standin --host {host} --port {port}"
+_KLIPPY_SERVER_CMD = DEFAULT_SERVER_CMD.replace(" --simulate", " --no-simulate")
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -245,7 +246,14 @@ class ServerProcess:
     def use_klippy(self, socket_path: str) -> None:
         """Connect the server to the Klippy at ``socket_path`` (moontwist's command line and config)."""
         self.klippy_socket = os.path.abspath(socket_path)
-        self.cmd_template = self.cmd_template.replace(" --simulate", " --no-simulate")
+        self.cmd_template = _KLIPPY_SERVER_CMD
+
+    def _config(self) -> str:
+        """moontwist's config: its generated defaults for loopback, room for the klippy suite's 200 websockets."""
+        text = "[server]\nmax_websocket_connections: 300\n"
+        if self.klippy_socket:
+            text += f"klippy_uds_address: {self.klippy_socket}\n"
+        return text + "\n[authorization]\ntrusted_clients:\n    127.0.0.0/8\n    ::1/128\n"
 
     def wait_klippy_ready(self, timeout: float = 20.0) -> bool:
         """Wait until ``server.info`` reports ``klippy_state: ready``."""
@@ -266,10 +274,10 @@ class ServerProcess:
         self.tmpdir = tempfile.mkdtemp(prefix="moontwist-bench-")
         datapath = os.path.join(self.tmpdir, "data")
         os.makedirs(datapath)
-        if self.klippy_socket:
+        if self.cmd_template in (DEFAULT_SERVER_CMD, _KLIPPY_SERVER_CMD):
             os.makedirs(os.path.join(datapath, "config"))
             with open(os.path.join(datapath, "config", "moontwist.conf"), "w") as f:
-                f.write(f"[server]\nklippy_uds_address: {self.klippy_socket}\n")
+                f.write(self._config())
         self.log_path = os.path.join(self.tmpdir, "server.log")
         fmt = {
             "python": shlex.quote(sys.executable),

@@ -7,7 +7,7 @@ import signal
 
 import pytest_twisted
 
-from mtclient import Daemon, connect_ws, daemon_env, sleep, start_service
+from mtclient import PYTHON, Daemon, connect_ws, daemon_env, sleep, start_service, wait_for_json
 
 
 @pytest_twisted.ensureDeferred
@@ -82,3 +82,16 @@ async def test_log_rollover(running):
     assert "klipper" in body["result"]["failed"]
     code, body = await running.post("/server/logs/rollover", json={"application": "nginx"})
     assert code == 400 and "'application'" in body["error"]["message"]
+
+
+def test_twistd_moontwist_runs_the_same_service(tmp_path):
+    """``twistd -n moontwist`` (the twistd plugin) serves as the ``moontwist`` command does."""
+    daemon = Daemon(str(tmp_path / "data"), "--simulate")
+    twistd = "from twisted.scripts.twistd import run; run()"
+    daemon.argv = [PYTHON, "-c", twistd, "--nodaemon", "--pidfile=", "moontwist", *daemon.argv[3:]]
+    daemon.start()
+    try:
+        body = wait_for_json(daemon, "/server/info", lambda b: b["result"]["klippy_state"] == "ready")
+        assert "file_manager" in body["result"]["components"]
+    finally:
+        assert daemon.stop() in (0, -signal.SIGTERM)

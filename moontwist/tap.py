@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
@@ -10,6 +11,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from moontwist.api.http import APISite
 from moontwist.api.unixsock import UnixSocketFactory
@@ -31,6 +33,11 @@ class Options(usage.Options):
         ["datapath", "d", "~/printer_data", "Data path holding config/ gcodes/ logs/ database/ comms/"],
         ["host", None, None, "Address to listen on (default: [server] host, 0.0.0.0)"],
         ["port", "p", None, "Port to listen on (default: [server] port, 7125)", int],
+        ["simulate-farm", None, None, "Farm: N simulated printers in DATAPATH/printer-01... on ports PORT...", int],
+        ["farm-port", None, None, "Farm: serve the fleet view (/farm/printers, /websocket, /) on this port", int],
+        ["sim-speed", None, 1.0, "Farm: time factor of --simulate-farm's printers", float],
+        ["farm-datapath", None, None, "Farm: the fleet view's own data path (default DATAPATH with "
+         "--simulate-farm, else ~/printer_farm)"],
     ]
     optFlags = [
         ["simulate", "s", "Always run the built-in simulated printer"],
@@ -38,18 +45,53 @@ class Options(usage.Options):
         ["debug", None, "Verbose logging"],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["instance"] = []
+
+    def opt_instance(self, datapath: str) -> None:  # noqa: N802 - twisted API
+        """Farm: serve the instance whose data path this is (repeat for each printer)."""
+        self["instance"].append(datapath)
+
     def postOptions(self) -> None:  # noqa: N802 - twisted API
         if self["simulate"] and self["no-simulate"]:
             raise usage.UsageError("--simulate and --no-simulate exclude each other")
+        if self["instance"] and self["simulate-farm"] is not None:
+            raise usage.UsageError("--instance and --simulate-farm exclude each other")
+        if self["simulate-farm"] is not None and not 1 <= self["simulate-farm"] <= 500:
+            raise usage.UsageError("--simulate-farm takes a number of printers from 1 to 500")
+        if self.farm and self["config"]:
+            raise usage.UsageError("--config names one instance's file; farm instances use their own data paths")
+        if self["instance"] and self["port"] is not None:
+            raise usage.UsageError("--port with --instance: each instance's port comes from its own config")
+        if self["farm-port"] is not None and not self.farm:
+            raise usage.UsageError("--farm-port needs --instance or --simulate-farm")
+
+    @property
+    def farm(self) -> bool:
+        return bool(self["instance"]) or self["simulate-farm"] is not None
 
 
 class MoontwistService(service.MultiService):
-    """Starts the Server, then listens on TCP (HTTP + websocket) and on the unix socket."""
+    """Starts the Server, then listens on TCP (HTTP + websocket) and on the unix socket.
 
-    def __init__(self, server: Server, reactor: Any = None) -> None:
+    ``on_failure(failure)`` is told when start-up fails; by default the process
+    stops (a farm instead records the failure and keeps its other instances).
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        reactor: Any = None,
+        *,
+        on_failure: Callable[[Failure], None] | None = None,
+        unix_socket: bool = True,
+    ) -> None:
         super().__init__()
         self.server = server
         self.reactor = reactor or server.reactor
+        self.on_failure = on_failure
+        self.unix_socket = unix_socket
         self.site = APISite(server.root_resource(), reactor=self.reactor)
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
@@ -63,7 +105,11 @@ class MoontwistService(service.MultiService):
         d.addErrback(self._failed)
         self._started = d
 
-    def _failed(self, failure: Any) -> None:
+    def _failed(self, failure: Failure) -> None:
+        if self.on_failure is not None:
+            self.server.close_log()
+            self.on_failure(failure)
+            return
         global start_failed
         start_failed = True
         if failure.check(ConfigError):
@@ -79,12 +125,13 @@ class MoontwistService(service.MultiService):
         self.listening_port = self.reactor.listenTCP(server.port, self.site, interface=server.host)
         self._ports.append(self.listening_port)
         sock_path = server.path("comms", "moonraker.sock")
-        if os.path.exists(sock_path):
-            os.unlink(sock_path)
-        self._ports.append(self.reactor.listenUNIX(sock_path, UnixSocketFactory(server), mode=0o660))
+        if self.unix_socket:
+            if os.path.exists(sock_path):
+                os.unlink(sock_path)
+            self._ports.append(self.reactor.listenUNIX(sock_path, UnixSocketFactory(server), mode=0o660))
         self._listen_tls()
         self.site.access_log = server.debug
-        log.info("Listening on {host}:{port} and {sock}", host=server.host, port=server.port, sock=sock_path)
+        log.info("Listening on {host}:{port}", host=server.host, port=server.port)
         return self.listening_port
 
     def _listen_tls(self) -> None:
@@ -140,8 +187,12 @@ def server_options(options: Options) -> ServerOptions:
     )
 
 
-def makeService(options: Options) -> MoontwistService:  # noqa: N802 - twisted API
+def makeService(options: Options) -> service.MultiService:  # noqa: N802 - twisted API
     """The service ``twistd moontwist`` runs; a config that can't be read stops it here."""
+    if options.farm:
+        from moontwist.farm import make_farm
+
+        return make_farm(options)
     server = Server(server_options(options))
     try:
         server.check_config()

@@ -128,6 +128,11 @@ class FarmService(service.MultiService):
             argv += [f"{sock}:{gcodes}" for sock, gcodes in self.simulators]
             self._sim_transport = self.reactor.spawnProcess(self._sim, sys.executable, argv, env=dict(os.environ))
         super().startService()
+        services = [i.service for i in self.instances if i.service is not None]
+        if self.farm is not None:
+            services.append(self.farm)
+        # fires once every instance (and the fleet server) started or failed
+        self._started = DeferredList([s._started for s in services], consumeErrors=True)
 
     def stopService(self) -> Deferred:  # noqa: N802
         waits = [super().stopService()]

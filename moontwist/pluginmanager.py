@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from moontwist import hookspecs
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["PluginManager", "BUILTIN_PLUGINS", "BUILTIN_SECTIONS", "ENTRY_POINT_GROUP", "DISABLE_ENV"]
-
-log = Logger()
 
 ENTRY_POINT_GROUP = "moontwist"
 DISABLE_ENV = "MOONTWIST_DISABLE_PLUGINS"
@@ -88,6 +85,7 @@ class PluginManager:
 
     def __init__(self, server: Server, builtins: dict[str, str] | None = None, use_entry_points: bool = True) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.pm = pluggy.PluginManager("moontwist")
         self.pm.add_hookspecs(hookspecs)
         self.builtins = BUILTIN_PLUGINS if builtins is None else builtins
@@ -123,7 +121,7 @@ class PluginManager:
 
     def _register(self, name: str, loader: Callable[[], Any]) -> None:
         if name in self.disabled:
-            log.info("Plugin {name} disabled by {env}", name=name, env=DISABLE_ENV)
+            self.log.info("Plugin {name} disabled by {env}", name=name, env=DISABLE_ENV)
             return
         try:
             plugin = _instantiate(loader())
@@ -147,10 +145,10 @@ class PluginManager:
 
     def _fail(self, name: str, why: Failure | str) -> None:
         if isinstance(why, Failure):
-            log.failure("Plugin {name} failed to load", why, name=name)
+            self.log.failure("Plugin {name} failed to load", why, name=name)
             message = f"{why.type.__name__}: {why.getErrorMessage()}"
         else:
-            log.error("Plugin {name} failed to load: {why}", name=name, why=why)
+            self.log.error("Plugin {name} failed to load: {why}", name=name, why=why)
             message = why
         self.failed[name] = message
         plugin = self.pm.get_plugin(name)
@@ -193,7 +191,7 @@ class PluginManager:
                 if fatal:
                     self._fail(impl.plugin_name, Failure())
                 else:
-                    log.failure("Plugin {name} raised in hook {hook}", name=impl.plugin_name, hook=hook)
+                    self.log.failure("Plugin {name} raised in hook {hook}", name=impl.plugin_name, hook=hook)
         return results
 
     def call_registration(self, hook: str, make_register: Callable[[str], Callable[..., Any]], **kwargs: Any) -> None:
@@ -210,7 +208,7 @@ class PluginManager:
             try:
                 _call(impl, kwargs)
             except Exception:
-                log.failure("Plugin {name} raised handling {hook}", name=impl.plugin_name, hook=hook)
+                self.log.failure("Plugin {name} raised handling {hook}", name=impl.plugin_name, hook=hook)
 
     @inlineCallbacks
     def start_all(self, **kwargs: Any) -> Any:
@@ -226,7 +224,7 @@ class PluginManager:
         for impl in impls:
             if impl.plugin_name in self.failed:
                 continue
-            log.debug("Starting plugin {name}", name=impl.plugin_name)
+            self.log.debug("Starting plugin {name}", name=impl.plugin_name)
             try:
                 yield maybeDeferred(_call, impl, kwargs)
             except Exception:
@@ -243,4 +241,4 @@ class PluginManager:
             try:
                 yield maybeDeferred(_call, impl, kwargs)
             except Exception:
-                log.failure("Plugin {name} failed in shutdown", Failure(), name=impl.plugin_name)
+                self.log.failure("Plugin {name} failed in shutdown", Failure(), name=impl.plugin_name)

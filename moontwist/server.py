@@ -18,12 +18,10 @@ from moontwist.api.jsonrpc import JSONRPCDispatcher
 from moontwist.api.registry import APIRequest, Endpoint, Registry
 from moontwist.api.websocket import build_websocket_resource
 from moontwist.config import Config, ConfigError, find_config_file
-from moontwist.logs import ServerLog
+from moontwist.logs import InstanceLog, ServerLog
 from moontwist.pluginmanager import PluginManager
 
 __all__ = ["Server", "ServerOptions", "DATA_SUBDIRS", "DEFAULT_CONFIG"]
-
-log = Logger()
 
 DATA_SUBDIRS = ("config", "gcodes", "logs", "database", "comms")
 
@@ -69,6 +67,10 @@ class ServerOptions:
     use_entry_points: bool = True
     builtins: dict[str, str] | None = None
     extra_plugins: dict[str, Any] | None = None  # name -> plugin object (embedding, tests)
+    # Other servers share this process (a farm): the log file gets only this instance's
+    # lines (the process's own go to stdout), and stdout shows them under ``instance_name``.
+    shared_process: bool = False
+    instance_name: str | None = None
 
 
 class Server:
@@ -81,10 +83,12 @@ class Server:
             reactor = default_reactor
         self.reactor = reactor
         self.options = options
+        self.instance_log = InstanceLog(options.instance_name if options.shared_process else None)
+        self._log = self.logger(__name__)
         self.datapath = os.path.abspath(os.path.expanduser(options.datapath))
         self.registry = Registry()
         self.connections = ConnectionTable(self._connection_opened, self._connection_closed)
-        self.dispatcher = JSONRPCDispatcher(self.registry, self.admit)
+        self.dispatcher = JSONRPCDispatcher(self.registry, self.admit, self.logger("moontwist.api.jsonrpc"))
         self.http_api = HTTPAPI(self)
         self.websocket_resource = build_websocket_resource(self)
         # Set by plugins: auth checks every request, CORS vets origins and preflights.
@@ -106,6 +110,10 @@ class Server:
 
     # paths & config ----------------------------------------------------------------
 
+    def logger(self, namespace: str) -> Logger:
+        """A logger writing to this instance's log (and on to the process's, e.g. stdout)."""
+        return self.instance_log.logger(namespace)
+
     def prepare_datapath(self) -> None:
         for sub in DATA_SUBDIRS:
             os.makedirs(os.path.join(self.datapath, sub), exist_ok=True)
@@ -123,7 +131,7 @@ class Server:
         if not os.path.exists(path) and not self.options.config_file:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(DEFAULT_CONFIG)
-            log.info("Wrote a default config to {path}", path=path)
+            self._log.info("Wrote a default config to {path}", path=path)
         config = Config(path)
         secrets = config.section("secrets").get("secrets_path", None)
         if secrets is None and os.path.exists(self.path("moonraker.secrets")):
@@ -164,9 +172,11 @@ class Server:
         self.config = self.load_config()
         self._read_server_section()
         if self.server_log is None:
-            self.server_log = ServerLog(self.path("logs", "moontwist.log"), self.debug)
+            self.server_log = ServerLog(
+                self.path("logs", "moontwist.log"), self.instance_log, self.debug, self.options.shared_process
+            )
             self.server_log.start()
-        log.info("moontwist {version} starting, config {path}", version=__version__, path=self.config.main_file)
+        self._log.info("moontwist {version} starting, config {path}", version=__version__, path=self.config.main_file)
         plugins = PluginManager(self, self.options.builtins, self.options.use_entry_points)
         self.plugins = plugins
         plugins.load(self.options.extra_plugins or {})
@@ -179,9 +189,9 @@ class Server:
             f"Plugin '{name}' failed to load: {why}" for name, why in plugins.failed.items()
         ]
         for warning in self.warnings:
-            log.warn("{warning}", warning=warning)
+            self._log.warn("{warning}", warning=warning)
         self.running = True
-        log.info("Loaded plugins: {names}", names=", ".join(plugins.names))
+        self._log.info("Loaded plugins: {names}", names=", ".join(plugins.names))
 
     def _registrar(self, plugin: str) -> Callable[..., Endpoint]:
         def register(endpoint: Endpoint | None = None, **kwargs: Any) -> Endpoint:
@@ -231,7 +241,7 @@ class Server:
         joins it.  The Deferred fires when the server runs again (never fails).
         """
         if self._restarting is None:
-            log.info("Restarting")
+            self._log.info("Restarting")
             self._restarting = []
             self.reactor.callLater(delay, lambda: self._lifecycle.run(self._restart).addBoth(self._restarted))
         waiter: Deferred = Deferred()
@@ -253,10 +263,13 @@ class Server:
             yield self._stop()
             yield self._start()
         except ConfigError as exc:
-            log.critical("Restart failed: {error}", error=str(exc))
+            if self.options.shared_process:  # the other instances of the process go on
+                self._log.critical("Restart failed: {error}; this instance stays stopped", error=str(exc))
+                return
+            self._log.critical("Restart failed: {error}", error=str(exc))
             self.reactor.stop()
         except Exception:
-            log.failure("Restart failed")
+            self._log.failure("Restart failed")
 
     # notifications & events ----------------------------------------------------------
 

@@ -9,7 +9,6 @@ from typing import Any
 from twisted.application import service
 from twisted.internet.defer import DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -20,8 +19,6 @@ from moontwist.config import ConfigError
 from moontwist.server import Server, ServerOptions
 
 __all__ = ["Options", "makeService", "MoontwistService"]
-
-log = Logger()
 
 # Set when start-up failed after twistd took over, so ``moontwist`` can exit non-zero.
 start_failed = False
@@ -92,7 +89,8 @@ class MoontwistService(service.MultiService):
         self.reactor = reactor or server.reactor
         self.on_failure = on_failure
         self.unix_socket = unix_socket
-        self.site = APISite(server.root_resource(), reactor=self.reactor)
+        self.log = server.logger(__name__)
+        self.site = APISite(server.root_resource(), reactor=self.reactor, logger=server.logger("moontwist.access"))
         self.site.requestFactory = streaming_request_factory(server)
         self.listening_port: Any = None
         self.tls_port: Any = None  # Deferred firing with the HTTPS port, when configured
@@ -107,15 +105,15 @@ class MoontwistService(service.MultiService):
 
     def _failed(self, failure: Failure) -> None:
         if self.on_failure is not None:
+            self.on_failure(failure)  # may still write to the instance's log
             self.server.close_log()
-            self.on_failure(failure)
             return
         global start_failed
         start_failed = True
         if failure.check(ConfigError):
-            log.critical("Configuration error: {message}", message=failure.getErrorMessage())
+            self.log.critical("Configuration error: {message}", message=failure.getErrorMessage())
         else:
-            log.failure("moontwist failed to start", failure)
+            self.log.failure("moontwist failed to start", failure)
         self.server.close_log()
         self.reactor.callWhenRunning(self.reactor.stop)
 
@@ -131,7 +129,7 @@ class MoontwistService(service.MultiService):
             self._ports.append(self.reactor.listenUNIX(sock_path, UnixSocketFactory(server), mode=0o660))
         self._listen_tls()
         self.site.access_log = server.debug
-        log.info("Listening on {host}:{port}", host=server.host, port=server.port)
+        self.log.info("Listening on {host}:{port}", host=server.host, port=server.port)
         return self.listening_port
 
     def _listen_tls(self) -> None:
@@ -145,7 +143,7 @@ class MoontwistService(service.MultiService):
         try:  # imported only when HTTPS is configured; this import brings pyOpenSSL back (moontwist.tls)
             from twisted.internet import ssl
         except ImportError:
-            log.error("HTTPS disabled: pyOpenSSL is not installed")
+            self.log.error("HTTPS disabled: pyOpenSSL is not installed")
             return
 
         try:
@@ -155,16 +153,16 @@ class MoontwistService(service.MultiService):
                 key = f.read()
             options = ssl.PrivateCertificate.loadPEM(cert + b"\n" + key).options()
         except (OSError, ValueError, ssl.SSL.Error) as exc:
-            log.error("HTTPS disabled: can't load {cert} / {key}: {error}", cert=cert_path, key=key_path, error=str(exc))
+            self.log.error("HTTPS disabled: can't load {cert} / {key}: {error}", cert=cert_path, key=key_path, error=str(exc))
             return
         try:
             tls = self.reactor.listenSSL(port, self.site, options, interface=self.server.host)
         except CannotListenError as exc:
-            log.error("HTTPS disabled: {error}", error=str(exc))
+            self.log.error("HTTPS disabled: {error}", error=str(exc))
             return
         self._ports.append(tls)
         self.tls_port = succeed(tls)
-        log.info("Listening for HTTPS on {host}:{port}", host=self.server.host, port=port)
+        self.log.info("Listening for HTTPS on {host}:{port}", host=self.server.host, port=port)
 
     def stopService(self) -> Any:  # noqa: N802
         d = super().stopService()

@@ -5,21 +5,17 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
 
 __all__ = ["Connection", "ConnectionTable", "SendQueue"]
-
-log = Logger()
-_ids = itertools.count(random.randint(1 << 20, 1 << 30))
 
 
 @implementer(IPushProducer)
@@ -87,8 +83,10 @@ class Connection:
     def user_changed(self) -> None:
         """The connection logged in, out, or lost its credentials (subclasses adjust their limits)."""
 
-    def init_connection(self, ip: str | None) -> None:
-        self.connection_id = next(_ids)
+    def init_connection(self, ip: str | None, ids: Iterator[int]) -> None:
+        """Set up a new connection; ``ids`` numbers it and its requests to the client (its server's)."""
+        self._ids = ids
+        self.connection_id = next(ids)
         self.ip = ip
         self.identified = False
         self.client_name: str | None = None
@@ -106,7 +104,7 @@ class Connection:
         Fails with a ``ServerError`` when the client answers with an error or
         goes away first (``fail_outgoing``).
         """
-        req_id = next(_ids)
+        req_id = next(self._ids)
         msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": req_id}
         if params:
             msg["params"] = params
@@ -160,6 +158,8 @@ class ConnectionTable:
         self._on_open = on_open
         self._on_close = on_close
         self._agents: dict[str, int] = {}
+        # Connection ids (and ids of requests sent to clients): this server's own sequence.
+        self.ids = itertools.count(random.randint(1 << 20, 1 << 30))
 
     def add(self, conn: Connection) -> None:
         self._conns[conn.connection_id] = conn

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPAPI", "APISite", "JSON_TYPE", "error_body"]
 
-log = Logger()
 _JSON_TYPE_NAMES = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean", type(None): "null"}
 
 JSON_TYPE = b"application/json; charset=UTF-8"
@@ -48,14 +47,19 @@ class APISite(Site):
     header_timeout = 20.0
     idle_timeout = 120.0
 
-    def __init__(self, resource: Any, access_log: bool = False, **kwargs: Any) -> None:
+    def __init__(self, resource: Any, access_log: bool = False, logger: Logger | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("timeout", self.idle_timeout)
         super().__init__(resource, **kwargs)
         self.access_log = access_log
+        self.access_logger = logger
 
     def log(self, request: Request) -> None:
-        if self.access_log:
+        if not self.access_log:
+            return
+        if self.access_logger is None:
             super().log(request)
+        else:  # the instance's log, not the process's
+            self.access_logger.info("{line}", line=self._logFormatter(self._logDateTime, request))
 
 
 class APIResource(Resource):
@@ -99,7 +103,7 @@ class APIResource(Resource):
             request.finish()
 
     def _crashed(self, failure: Failure, request: Request) -> None:
-        log.failure("Responding to {path} failed", failure, path=request.path)
+        self.api.log.failure("Responding to {path} failed", failure, path=request.path)
         if not request.finished and not request._disconnected:
             request.setResponseCode(500)
             request.write(error_body(500, "Internal Server Error"))
@@ -116,6 +120,7 @@ class HTTPAPI:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.route_prefix = ""  # [server] route_prefix, set at each start
 
     def resource(self) -> APIResource:
@@ -220,11 +225,11 @@ class HTTPAPI:
     def _failure(self, request: Request, failure: Failure, endpoint: Endpoint) -> bytes | None:
         exc = failure.value
         if request._disconnected:
-            log.info("HTTP client went away during {method}", method=endpoint.method)
+            self.log.info("HTTP client went away during {method}", method=endpoint.method)
             return None
         if isinstance(exc, ServerError):
             if isinstance(exc, ArgumentError) or (exc.status >= 500 and exc.status != 503):
-                log.info("{method}: {message}", method=endpoint.method, message=exc.message)
+                self.log.info("{method}: {message}", method=endpoint.method, message=exc.message)
             return self._fail(request, exc)
-        log.failure("Unhandled error in {method}", failure, method=endpoint.method)
+        self.log.failure("Unhandled error in {method}", failure, method=endpoint.method)
         return self._fail(request, ServerError(f"Internal error in {endpoint.method}: {exc!r}", 500))

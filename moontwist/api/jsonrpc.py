@@ -28,8 +28,6 @@ __all__ = [
     "REPLY_TOO_LARGE",
 ]
 
-log = Logger()
-
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -57,9 +55,10 @@ def _error(code: int, message: str, req_id: Any) -> dict[str, Any]:
 class JSONRPCDispatcher:
     """Turns JSON-RPC messages into registry calls and replies."""
 
-    def __init__(self, registry: Registry, admit: Authorizer) -> None:
+    def __init__(self, registry: Registry, admit: Authorizer, log: Logger) -> None:
         self.registry = registry
         self.admit = admit
+        self.log = log
 
     def limits(
         self, transport: str, connection: Connection | None = None, user: dict[str, Any] | None = None
@@ -86,13 +85,13 @@ class JSONRPCDispatcher:
         """
         limits = self.limits(transport, connection, user)
         if len(data) > limits.message:
-            log.info("JSON-RPC message of {size} bytes from {ip} refused", size=len(data), ip=ip)
+            self.log.info("JSON-RPC message of {size} bytes from {ip} refused", size=len(data), ip=ip)
             message = f"Invalid Request: message of {len(data)} bytes exceeds the limit of {limits.message}"
             return jsonutil.dumpb(_error(INVALID_REQUEST, message, None))
         try:
             obj = jsonutil.loads(data)
         except jsonutil.JSONDecodeError:
-            log.info("JSON-RPC parse error from {ip} over {transport}", ip=ip, transport=transport)
+            self.log.info("JSON-RPC parse error from {ip} over {transport}", ip=ip, transport=transport)
             return jsonutil.dumpb(_error(PARSE_ERROR, "Parse error", None))
         try:
             check_depth(data, obj)
@@ -119,7 +118,7 @@ class JSONRPCDispatcher:
                 return _error(INVALID_REQUEST, "Invalid Request: empty batch", None)
             batch = (limits or self.limits(transport, connection, user)).batch
             if len(obj) > batch:
-                log.info("JSON-RPC batch of {n} calls from {ip} refused", n=len(obj), ip=ip)
+                self.log.info("JSON-RPC batch of {n} calls from {ip} refused", n=len(obj), ip=ip)
                 return _error(INVALID_REQUEST, f"Invalid Request: batch of {len(obj)} calls exceeds {batch}", None)
             parts = [self._single(item, transport, connection, ip, user) for item in obj]
             if not any(isinstance(p, Deferred) for p in parts):
@@ -140,7 +139,7 @@ class JSONRPCDispatcher:
         if method is None and ("result" in obj or "error" in obj) and connection is not None:
             # an answer to a request this server sent the client (an agent's method)
             if not connection.resolve_response(obj):
-                log.info("JSON-RPC answer with unknown id {id} over {transport}", id=req_id, transport=transport)
+                self.log.info("JSON-RPC answer with unknown id {id} over {transport}", id=req_id, transport=transport)
             return None
         if obj.get("jsonrpc") != "2.0" or not isinstance(method, str):
             what = "'jsonrpc' must be \"2.0\"" if obj.get("jsonrpc") != "2.0" else "'method' must be a string"
@@ -152,7 +151,7 @@ class JSONRPCDispatcher:
             params = {}
         endpoint = self.registry.by_method(method)
         if endpoint is None or transport not in endpoint.transports:
-            log.info("JSON-RPC over {transport}: unknown method {method}", transport=transport, method=method)
+            self.log.info("JSON-RPC over {transport}: unknown method {method}", transport=transport, method=method)
             if not has_id:
                 return None
             return _error(METHOD_NOT_FOUND, f"Method not found: {method}", req_id)
@@ -184,9 +183,9 @@ class JSONRPCDispatcher:
         exc = failure.value
         if isinstance(exc, ServerError):
             code = INVALID_PARAMS if isinstance(exc, ArgumentError) else exc.status
-            log.info("JSON-RPC {method} failed: {code} {message}", method=method, code=code, message=exc.message)
+            self.log.info("JSON-RPC {method} failed: {code} {message}", method=method, code=code, message=exc.message)
             return _error(code, exc.message, req_id)
-        log.failure("Unhandled error in JSON-RPC method {method}", failure, method=method)
+        self.log.failure("Unhandled error in JSON-RPC method {method}", failure, method=method)
         return _error(INTERNAL_ERROR, f"Internal error in {method}: {exc!r}", req_id)
 
 

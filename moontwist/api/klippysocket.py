@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KlippyBridges", "MAX_KLIPPY_MESSAGE"]
 
-log = Logger()
-
 ETX = b"\x03"
 MAX_KLIPPY_MESSAGE = 20 * 1024 * 1024  # as Moonraker's limit on one message from Klippy
 MAX_CLIENT_MESSAGE = 16 * 1024 * 1024
@@ -35,7 +33,8 @@ CLOSE_GOING_AWAY = 1001
 class KlippyStream(Protocol):
     """The Klippy side of one bridge: splits Klippy's output on 0x03."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: Logger) -> None:
+        self.log = log
         self.bridge: KlippyBridge | None = None
         self.pending: list[bytes] = []  # messages that arrived before the websocket opened
         self.partial: list[bytes] = []  # the start of a message still missing its 0x03
@@ -56,7 +55,7 @@ class KlippyStream(Protocol):
             self.partial.append(rest)
             self.partial_size += len(rest)
             if self.partial_size > MAX_KLIPPY_MESSAGE:
-                log.warn("Klippy sent a message over {limit} bytes to a bridge; closing it", limit=MAX_KLIPPY_MESSAGE)
+                self.log.warn("Klippy sent a message over {limit} bytes to a bridge; closing it", limit=MAX_KLIPPY_MESSAGE)
                 self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
@@ -97,7 +96,7 @@ class KlippyBridge(WebSocketProtocol):
         if self.stream.lost:
             self.close(CLOSE_GOING_AWAY, "Klippy Disconnected")
         else:
-            log.info("Klippy bridge opened from {ip}", ip=self.peer_ip)
+            self.log.info("Klippy bridge opened from {ip}", ip=self.peer_ip)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802
         if not self.stream.lost:
@@ -106,7 +105,7 @@ class KlippyBridge(WebSocketProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         self.stream.close()
         if self.bridges.closed(self):
-            log.info("Klippy bridge from {ip} closed: {code} {reason}", ip=self.peer_ip, code=code, reason=reason or "")
+            self.log.info("Klippy bridge from {ip} closed: {code} {reason}", ip=self.peer_ip, code=code, reason=reason or "")
 
     def close(self, code: int, reason: str) -> None:
         self.send_close(code, reason)
@@ -117,6 +116,7 @@ class KlippyBridges:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self._open: set[KlippyBridge] = set()
 
     def __len__(self) -> int:
@@ -150,10 +150,10 @@ class KlippyBridges:
             if checker is None or not checker(origin.decode("latin-1"), host.decode("latin-1") if host else None):
                 raise ServerError(f"Origin {origin.decode('latin-1')} is not allowed", 403)
         try:
-            stream = await ClientCreator(self.server.reactor, KlippyStream).connectUNIX(socket_path, timeout=2)
+            stream = await ClientCreator(self.server.reactor, KlippyStream, self.log).connectUNIX(socket_path, timeout=2)
         except Exception as exc:
             raise ServerError(f"Failed to open a connection to Klippy: {exc}", 503) from None
-        bridge = type("BoundKlippyBridge", (KlippyBridge,), {"stream": stream, "bridges": self})
+        bridge = type("BoundKlippyBridge", (KlippyBridge,), {"stream": stream, "bridges": self, "log": self.log})
         if http._disconnected:
             stream.close()
             raise ServerError("Client went away", 400)

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
 
 from moontwist.api.connection import Connection, SendQueue
 
@@ -14,8 +13,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["UnixSocketConnection", "UnixSocketFactory", "ETX"]
-
-log = Logger()
 
 ETX = b"\x03"
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -29,17 +26,18 @@ class UnixSocketConnection(Protocol, Connection):
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self._partial: list[bytes] = []  # pieces of a message whose ETX hasn't arrived
         self._partial_size = 0
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
-        self.init_connection(None)
+        self.init_connection(None, self.server.connections.ids)
         self.queue = SendQueue(self.transport.write, self._overflow, MAX_BACKLOG)
         self.transport.registerProducer(self.queue, True)
         self.server.connections.add(self)
 
     def _overflow(self) -> None:
-        log.warn("Unix socket client {id} can't keep up; disconnecting", id=self.connection_id)
+        self.log.warn("Unix socket client {id} can't keep up; disconnecting", id=self.connection_id)
         self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
@@ -55,7 +53,7 @@ class UnixSocketConnection(Protocol, Connection):
             self._partial.append(data)
             self._partial_size += len(data)
         if self._partial_size > MAX_MESSAGE:
-            log.warn("Unix socket client {id} sent an oversized message; closing", id=self.connection_id)
+            self.log.warn("Unix socket client {id} sent an oversized message; closing", id=self.connection_id)
             self._partial, self._partial_size = [], 0
             self.transport.loseConnection()
             return
@@ -67,7 +65,7 @@ class UnixSocketConnection(Protocol, Connection):
         reply = self.server.dispatcher.handle_bytes(message, "unix", self)
         if isinstance(reply, Deferred):
             reply.addCallback(lambda data: data is not None and self.send_bytes(data))
-            reply.addErrback(lambda f: log.failure("unix socket reply failed", f))
+            reply.addErrback(lambda f: self.log.failure("unix socket reply failed", f))
         elif reply is not None:
             self.send_bytes(reply)
 

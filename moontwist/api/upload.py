@@ -38,8 +38,6 @@ from moontwist.api.registry import APIRequest, Endpoint
 
 __all__ = ["BodySink", "StreamingRequest", "streaming_request_factory"]
 
-log = Logger()
-
 _REASONS = {
     400: b"Bad Request",
     401: b"Unauthorized",
@@ -64,6 +62,7 @@ class StreamingRequest(Request):
     """Vets requests on their headers; streams bodies of ``body_sink`` endpoints."""
 
     server: Any = None  # set by streaming_request_factory
+    log: Logger  # the server's, set by streaming_request_factory
     body_sink: BodySink | None = None
     body_error: ServerError | None = None
     body_limit: int | None = None
@@ -199,7 +198,7 @@ class StreamingRequest(Request):
             self.body_sink.abort()
         self.requestHeaders.removeHeader(b"expect")
         channel = self.channel
-        log.info(
+        self.log.info(
             "Refused {method} {path}: {message}",
             method=getattr(channel, "_command", b"?").decode("latin-1"),
             path=getattr(channel, "_path", b"?").decode("latin-1"),
@@ -227,4 +226,4 @@ class StreamingRequest(Request):
 
 def streaming_request_factory(server: Any) -> type[StreamingRequest]:
     """A StreamingRequest class bound to ``server`` (for ``Site.requestFactory``)."""
-    return type("ServerStreamingRequest", (StreamingRequest,), {"server": server})
+    return type("ServerStreamingRequest", (StreamingRequest,), {"server": server, "log": server.logger(__name__)})

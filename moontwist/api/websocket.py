@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from moontwist.api.connection import Connection, SendQueue
 from moontwist.api.limits import ANONYMOUS_RPC, AUTHENTICATED_RPC
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["WebSocketConnection", "build_websocket_resource"]
-
-log = Logger()
 
 MAX_MESSAGE = AUTHENTICATED_RPC.message
 MAX_ANONYMOUS_MESSAGE = ANONYMOUS_RPC.message
@@ -49,7 +46,7 @@ class WebSocketConnection(WebSocketProtocol, Connection):
         checker = self.server.origin_allowed
         if origin and (checker is None or not checker(origin, request.headers.get("host"))):
             raise ConnectionDeny(403, f"Origin {origin} is not allowed")
-        self.init_connection(getattr(request.peer, "host", None))
+        self.init_connection(getattr(request.peer, "host", None), self.server.connections.ids)
         self.http_params = request.params
         self.http_headers = request.headers
 
@@ -65,10 +62,10 @@ class WebSocketConnection(WebSocketProtocol, Connection):
             transport.unregisterProducer()
             transport.registerProducer(self.queue, True)
         self.server.connections.add(self)
-        log.info("Websocket {id} opened from {ip}", id=self.connection_id, ip=self.ip)
+        self.log.info("Websocket {id} opened from {ip}", id=self.connection_id, ip=self.ip)
 
     def _overflow(self) -> None:
-        log.warn(
+        self.log.warn(
             "Websocket {id} can't keep up ({backlog} bytes queued); disconnecting",
             id=self.connection_id,
             backlog=MAX_BACKLOG,
@@ -88,7 +85,7 @@ class WebSocketConnection(WebSocketProtocol, Connection):
         reply = self.server.dispatcher.handle_bytes(payload, "websocket", self, self.ip)
         if isinstance(reply, Deferred):
             reply.addCallback(self._reply)
-            reply.addErrback(lambda f: log.failure("websocket reply failed", f))
+            reply.addErrback(lambda f: self.log.failure("websocket reply failed", f))
         elif reply is not None:
             self.send_bytes(reply)
 
@@ -98,11 +95,11 @@ class WebSocketConnection(WebSocketProtocol, Connection):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:  # noqa: N802
         if hasattr(self, "connection_id"):
-            log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason or "")
+            self.log.info("Websocket {id} closed: {code} {reason}", id=self.connection_id, code=code, reason=reason or "")
             self.server.connections.remove(self)
 
 
 def build_websocket_resource(server: Server) -> WebSocketResource:
     """The ``/websocket`` resource, bound to ``server``."""
-    bound = type("BoundWebSocketConnection", (WebSocketConnection,), {"server": server})
+    bound = type("BoundWebSocketConnection", (WebSocketConnection,), {"server": server, "log": server.logger(__name__)})
     return WebSocketResource(bound, server.reactor)

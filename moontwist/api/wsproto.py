@@ -37,8 +37,6 @@ from moontwist import jsonutil
 
 __all__ = ["ConnectionDeny", "HandshakeRequest", "WebSocketProtocol", "WebSocketResource"]
 
-log = Logger()
-
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 _CONTROL_MAX = 125
@@ -105,6 +103,7 @@ class WebSocketProtocol(Protocol):
     ping_timeout = 60.0
     close_timeout = 2.0
     reactor: Any = None  # set by the resource
+    log: Logger  # set by the subclass bound to a server (its instance's log)
 
     state = STATE_CONNECTING
     _buffer: bytearray | None = None
@@ -149,7 +148,7 @@ class WebSocketProtocol(Protocol):
         """Fail the connection (RFC 6455 7.1.7): a close frame naming the problem, then the TCP close."""
         if self.state != self.STATE_OPEN and self.state != self.STATE_CLOSING:
             return
-        log.info("Websocket failed: {code} {reason}", code=code, reason=reason)
+        self.log.info("Websocket failed: {code} {reason}", code=code, reason=reason)
         if self.state == self.STATE_OPEN:
             self._write_close(code, reason)
         self.state = self.STATE_CLOSING
@@ -179,7 +178,7 @@ class WebSocketProtocol(Protocol):
 
     def _ping_timed_out(self) -> None:
         self._ping_call = None
-        log.info("Websocket client did not answer a ping within {t}s; dropping it", t=self.ping_timeout)
+        self.log.info("Websocket client did not answer a ping within {t}s; dropping it", t=self.ping_timeout)
         self.transport.abortConnection()
 
     def _pong(self) -> None:

@@ -86,6 +86,8 @@ def plan_instances(
             simulate=simulate,
             debug=debug,
             extra_plugins={"farm": instance.member},
+            shared_process=True,
+            instance_name=name,
         )
         server = Server(options)
         try:

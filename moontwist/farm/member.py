@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
-
 from moontwist.hookspecs import hookimpl
 from moontwist.klippy.subscriptions import normalize, pick
 
@@ -14,8 +12,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["FarmMember", "SUMMARY_OBJECTS"]
-
-log = Logger()
 
 OWNER = "farm"
 # What the fleet view shows of each printer; heaters are added once Klippy lists them.
@@ -43,6 +39,7 @@ class FarmMember:
     @hookimpl
     def configure(self, server: Server) -> None:
         self.server = server
+        self.log = server.logger(__name__)
 
     @hookimpl
     def klippy_state_changed(self, server: Server, state: str) -> None:
@@ -75,7 +72,7 @@ class FarmMember:
             return
 
         def failed(failure: Any) -> None:
-            log.info("Farm member {name}: subscription failed: {e}", name=self.name, e=failure.getErrorMessage())
+            self.log.info("Farm member {name}: subscription failed: {e}", name=self.name, e=failure.getErrorMessage())
 
         d = klippy.add_subscription(OWNER, self._wanted())
         d.addCallback(lambda reply: self._subscribed(reply, klippy.status))

@@ -110,11 +110,14 @@ class FarmService(service.MultiService):
 
     def _failure_of(self, instance: Instance) -> Any:
         def failed(failure: Failure) -> None:
+            # told in the instance's own log (its file, and stdout under its name), as a lone server would
+            instance_log = instance.server.logger(__name__)
             if failure.check(ConfigError):
                 instance.fail(f"Instance {instance.name}: configuration error: {failure.getErrorMessage()}")
+                instance_log.error("{message}", message=instance.error)
             else:
                 instance.fail(f"Instance {instance.name}: failed to start: {failure.getErrorMessage()}")
-            log.error("{message}", message=instance.error)
+                instance_log.failure("{message}", failure, message=instance.error)
 
         return failed
 

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, fail, inlineCallbacks, maybeDeferred, succeed
 from twisted.internet.protocol import ClientCreator
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from moontwist import __version__
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["KlippyConnection", "KLIPPY_OWNER"]
-
-log = Logger()
 
 KLIPPY_OWNER = "klippy"
 RETRY_FIRST = 0.25
@@ -46,6 +43,7 @@ class KlippyConnection:
         self.server = server
         self.socket_path = socket_path
         self.reactor = reactor or server.reactor
+        self.log = server.logger(__name__)
         self.state = "disconnected"
         self.state_message = "Klippy Disconnected"
         self.info: dict[str, Any] = {}
@@ -103,7 +101,7 @@ class KlippyConnection:
         self._retry_call = None
         if not self._running:
             return
-        creator = ClientCreator(self.reactor, KlippyProtocol, self._on_message, self._on_lost)
+        creator = ClientCreator(self.reactor, KlippyProtocol, self._on_message, self._on_lost, self.log)
         creator.connectUNIX(self.socket_path, timeout=2).addCallbacks(self._on_connected, self._on_connect_failed)
 
     def _on_connect_failed(self, failure: Failure) -> None:
@@ -118,13 +116,13 @@ class KlippyConnection:
             return
         self._proto = proto
         self._retry_delay = RETRY_FIRST
-        log.info("Connected to Klippy at {path}", path=self.socket_path)
+        self.log.info("Connected to Klippy at {path}", path=self.socket_path)
         self._handshake(proto).addErrback(self._handshake_failed, proto)
 
     def _handshake_failed(self, failure: Failure, proto: KlippyProtocol) -> None:
         if proto is not self._proto:
             return
-        log.warn("Klippy start-up handshake failed: {error}; reconnecting", error=failure.getErrorMessage())
+        self.log.warn("Klippy start-up handshake failed: {error}; reconnecting", error=failure.getErrorMessage())
         if proto.transport is not None:
             proto.transport.abortConnection()
 
@@ -231,11 +229,11 @@ class KlippyConnection:
         elif method in self.server.remote_methods:
             self._call_remote(method, params if isinstance(params, dict) else {})
         else:
-            log.debug("Unhandled Klippy message {method}", method=method)
+            self.log.debug("Unhandled Klippy message {method}", method=method)
 
     def _call_remote(self, method: str, params: dict[str, Any]) -> None:
         def failed(failure: Failure) -> None:
-            log.failure("Remote method {method} failed", failure, method=method)
+            self.log.failure("Remote method {method} failed", failure, method=method)
 
         maybeDeferred(self.server.remote_methods[method], **params).addErrback(failed)
 
@@ -289,10 +287,10 @@ class KlippyConnection:
 
         def failed(failure: Failure) -> None:
             self._print_expected = False
-            log.info("Could not confirm the print start: {e}", e=failure.getErrorMessage())
+            self.log.info("Could not confirm the print start: {e}", e=failure.getErrorMessage())
 
         d = self.query({"print_stats": None}).addCallbacks(check, failed)
-        return d.addErrback(lambda f: log.failure("Recording a print start failed", f))
+        return d.addErrback(lambda f: self.log.failure("Recording a print start failed", f))
 
     def _on_lost(self, proto: KlippyProtocol, reason: Failure) -> None:
         if proto is not self._proto:
@@ -306,7 +304,7 @@ class KlippyConnection:
                 timer.cancel()
             d.errback(ServerError("Klippy Disconnected", 503))
         self.subscriptions.disconnected()
-        log.info("Klippy connection closed")
+        self.log.info("Klippy connection closed")
         self._set_state("disconnected", "Klippy Disconnected")
         if self._running:
             self._retry_call = self.reactor.callLater(RETRY_FIRST, self._connect)
@@ -318,7 +316,7 @@ class KlippyConnection:
         self.state, self.state_message = state, message
         if state == old:
             return
-        log.info("Klippy state: {old} -> {new}", old=old, new=state)
+        self.log.info("Klippy state: {old} -> {new}", old=old, new=state)
         self.server.emit("klippy_state_changed", state=state, message=message)
         if state == "ready":
             self.server.notify("notify_klippy_ready")

@@ -13,8 +13,6 @@ from moontwist import jsonutil
 
 __all__ = ["KlippyProtocol", "ETX", "MAX_MESSAGE"]
 
-log = Logger()
-
 ETX = b"\x03"
 # Klippy's largest replies (configfile, bed meshes) are a few hundred KB.
 MAX_MESSAGE = 8 * 1024 * 1024
@@ -27,8 +25,14 @@ class KlippyProtocol(Protocol):
     ``MAX_MESSAGE`` drops the connection, since framing can't be trusted after it.
     """
 
-    def __init__(self, on_message: Callable[[dict[str, Any]], None], on_lost: Callable[[KlippyProtocol, Failure], None]) -> None:
+    def __init__(
+        self,
+        on_message: Callable[[dict[str, Any]], None],
+        on_lost: Callable[[KlippyProtocol, Failure], None],
+        log: Logger,
+    ) -> None:
         self._on_message = on_message
+        self.log = log
         self._on_lost = on_lost
         self._buffer = bytearray()
 
@@ -36,7 +40,7 @@ class KlippyProtocol(Protocol):
         self._buffer += data
         if ETX not in data:
             if len(self._buffer) > MAX_MESSAGE:
-                log.error("Klippy sent a message over {limit} bytes; reconnecting", limit=MAX_MESSAGE)
+                self.log.error("Klippy sent a message over {limit} bytes; reconnecting", limit=MAX_MESSAGE)
                 self._buffer.clear()
                 self.transport.abortConnection()
             return
@@ -48,10 +52,10 @@ class KlippyProtocol(Protocol):
             try:
                 msg = jsonutil.loads(raw)
             except jsonutil.JSONDecodeError:
-                log.warn("Klippy sent a message that is not JSON ({size} bytes); ignored", size=len(raw))
+                self.log.warn("Klippy sent a message that is not JSON ({size} bytes); ignored", size=len(raw))
                 continue
             if not isinstance(msg, dict):
-                log.warn("Klippy sent a JSON {kind}, not an object; ignored", kind=type(msg).__name__)
+                self.log.warn("Klippy sent a JSON {kind}, not an object; ignored", kind=type(msg).__name__)
                 continue
             self._on_message(msg)
 

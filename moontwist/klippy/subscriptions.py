@@ -28,7 +28,6 @@ from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.connection import Connection
@@ -38,8 +37,6 @@ if TYPE_CHECKING:
     from moontwist.klippy.connection import KlippyConnection
 
 __all__ = ["SubscriptionManager", "Request", "QUERY_OWNER", "normalize", "covers", "to_wire"]
-
-log = Logger()
 
 QUERY_OWNER = "printer.objects.query"
 # After a command's reply, how long until a status update would have shown its effect:
@@ -137,6 +134,7 @@ class SubscriptionManager:
 
     def __init__(self, klippy: KlippyConnection) -> None:
         self.klippy = klippy
+        self.log = klippy.log
         self.owners: dict[Hashable, Request] = {}
         self.live: Request = {}
         self.status: dict[str, dict[str, Any]] = {}
@@ -179,7 +177,7 @@ class SubscriptionManager:
         """Bring the Klippy subscription in line with the owners, unless a request is on its way."""
         if self.klippy.initialized and self.union() != self.live and self._flight is None and self._waiting is None:
             d = self._request_update()
-            d.addErrback(lambda f: log.info("Updating the subscription failed: {e}", e=f.getErrorMessage()))
+            d.addErrback(lambda f: self.log.info("Updating the subscription failed: {e}", e=f.getErrorMessage()))
 
     # queries ------------------------------------------------------------------------
 

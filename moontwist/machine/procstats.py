@@ -8,18 +8,16 @@ process and never blocks the reactor.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from moontwist.machine.commands import CommandError, find_executable, run_command
 from moontwist.machine.hostfs import host_path, read_line
-
-log = logging.getLogger(__name__)
 
 THROTTLED_FLAGS = (
     (1 << 0, "Under-Voltage Detected"),
@@ -178,8 +176,10 @@ class ProcStatsSampler:
         path_env: str | None = None,
         wall_clock: Callable[[], float] = time.time,
         cpu_clock: Callable[[], float] = time.process_time,
+        log: Logger | None = None,
     ) -> None:
         self.reactor = reactor
+        self.log = log if log is not None else Logger(namespace=__name__)
         self.websocket_count = websocket_count
         self.interval = interval
         self.throttle_every = throttle_every
@@ -292,7 +292,7 @@ class ProcStatsSampler:
             try:
                 listener(payload)
             except Exception:
-                log.exception("proc_stat update listener failed")
+                self.log.failure("proc_stat update listener failed")
         return payload
 
     def check_throttled(self) -> defer.Deferred[None]:
@@ -304,7 +304,7 @@ class ProcStatsSampler:
             try:
                 bits = parse_get_throttled(result.stdout)
             except ValueError:
-                log.warning("Unexpected vcgencmd output: %r", result.stdout)
+                self.log.warn("Unexpected vcgencmd output: {output!r}", output=result.stdout)
                 return
             previous = self.throttled_state["bits"] if self.throttled_state else 0
             self.throttled_state = decode_throttled(bits)
@@ -313,11 +313,11 @@ class ProcStatsSampler:
                     try:
                         listener(dict(self.throttled_state))
                     except Exception:
-                        log.exception("cpu_throttled listener failed")
+                        self.log.failure("cpu_throttled listener failed")
 
         def failed(reason: Any) -> None:
             reason.trap(CommandError)
-            log.warning("vcgencmd get_throttled failed: %s", reason.value)
+            self.log.warn("vcgencmd get_throttled failed: {error}", error=reason.value)
 
         def done(_: Any) -> None:
             self._throttle_check = None

@@ -7,19 +7,17 @@ reactor and fail within their timeout.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer, task
+from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.machine.commands import DEFAULT_TIMEOUT, CommandError, run_command
 from moontwist.machine.services import AllowedServices, normalize
 from moontwist.machine.sudo import needs_password
-
-log = logging.getLogger(__name__)
 
 ServiceState = dict[str, str]
 StateListener = Callable[[dict[str, ServiceState]], None]
@@ -49,7 +47,9 @@ class ServiceProvider:
         self_unit: str = "moontwist",
         container_id: str | None = None,
         reactor: Any = None,
+        log: Logger | None = None,
     ) -> None:
+        self.log = log if log is not None else Logger(namespace=__name__)
         self.allowed = allowed if allowed is not None else AllowedServices()
         self.self_unit = normalize(self_unit)
         self.container_id = container_id
@@ -97,7 +97,7 @@ class ServiceProvider:
                 try:
                     listener({name: dict(state)})
                 except Exception:
-                    log.exception("Service state listener failed")
+                    self.log.failure("Service state listener failed")
 
     async def refresh(self) -> None:
         """Detect allowed services and their states (nothing to do for ``none``)."""
@@ -109,7 +109,7 @@ class ServiceProvider:
 
         def poll() -> defer.Deferred[None]:
             d = defer.ensureDeferred(self.refresh())
-            d.addErrback(lambda f: log.warning("Service state refresh failed: %s", f.value))
+            d.addErrback(lambda f: self.log.warn("Service state refresh failed: {error}", error=f.value))
             return d
 
         self._poller = task.LoopingCall(poll)
@@ -160,7 +160,7 @@ class ServiceProvider:
 
     def _restart_self(self) -> None:
         d = defer.ensureDeferred(self._service_action("restart", self.self_unit))
-        d.addErrback(lambda f: log.error("Restart of %s failed: %s", self.self_unit, f.value))
+        d.addErrback(lambda f: self.log.error("Restart of {unit} failed: {error}", unit=self.self_unit, error=f.value))
 
     async def _power_request(self, action: str) -> None:
         self._check_supported()
@@ -259,7 +259,7 @@ class SystemctlProvider(ServiceProvider):
     async def _service_action(self, action: str, name: str) -> None:
         await self._systemctl(action, "--", f"{name}.service", privileged=f"{action} the {name} service")
         d = defer.ensureDeferred(self.refresh())
-        d.addErrback(lambda f: log.warning("Service state refresh failed: %s", f.value))
+        d.addErrback(lambda f: self.log.warn("Service state refresh failed: {error}", error=f.value))
 
     async def _power_action(self, action: str) -> None:
         verb = self.shutdown_action if action == "shutdown" else "reboot"
@@ -343,7 +343,7 @@ class RecordingProvider(ServiceProvider):
         self._set_states({normalize(service): {"active_state": active_state, "sub_state": sub_state}})
 
     async def _service_action(self, action: str, name: str) -> None:
-        log.info("Dry run (recording provider): %s %s", action, name)
+        self.log.info("Dry run (recording provider): {action} {name}", action=action, name=name)
         self.commands.append((action, name))
         if action == "stop":
             self.set_state(name, "inactive", "dead")
@@ -351,7 +351,7 @@ class RecordingProvider(ServiceProvider):
             self.set_state(name, "active", "running")
 
     async def _power_action(self, action: str) -> None:
-        log.info("Dry run (recording provider): %s the host", action)
+        self.log.info("Dry run (recording provider): {action} the host", action=action)
         self.commands.append((action,))
 
 

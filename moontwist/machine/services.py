@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from collections.abc import Iterable
 
-from moontwist.api.errors import ServerError
+from twisted.logger import Logger
 
-log = logging.getLogger(__name__)
+from moontwist.api.errors import ServerError
 
 ALLOW_FILE_NAME = "moonraker.asvc"
 DEFAULT_ALLOWED = (
@@ -52,8 +51,11 @@ class AllowedServices:
         self.names: list[str] = list(dict.fromkeys(normalize(n) for n in names))
 
     @classmethod
-    def from_data_path(cls, data_path: str) -> AllowedServices:
-        """Read ``<data_path>/moonraker.asvc``; Moonraker's defaults when it is missing or unreadable."""
+    def from_data_path(cls, data_path: str, log: Logger | None = None) -> AllowedServices:
+        """Read ``<data_path>/moonraker.asvc``; Moonraker's defaults when it is missing or unreadable.
+
+        A file that can't be read is told to ``log`` (the server's).
+        """
         path = os.path.join(data_path, ALLOW_FILE_NAME)
         try:
             with open(path, encoding="utf-8") as f:
@@ -61,7 +63,9 @@ class AllowedServices:
         except FileNotFoundError:
             return cls()
         except OSError as exc:
-            log.warning("Cannot read %s (%s); using default allowed services", path, exc)
+            (log or Logger(namespace=__name__)).warn(
+                "Cannot read {path} ({error}); using default allowed services", path=path, error=exc
+            )
             return cls()
 
     def is_allowed(self, name: str) -> bool:

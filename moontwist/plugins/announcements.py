@@ -32,7 +32,6 @@ from urllib.parse import urlparse
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredLock
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -46,8 +45,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["AnnouncementsPlugin", "parse_feed"]
-
-log = Logger()
 
 NAMESPACE = "announcements"
 MOONLIGHT_URL = "https://arksine.github.io/moonlight/assets"
@@ -118,6 +115,7 @@ class AnnouncementsPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("announcements")
         self.moonlight = section.getboolean("enable_moonlight", True)
         self.base_url = section.get("moonlight_url", MOONLIGHT_URL).rstrip("/")
@@ -281,10 +279,10 @@ class AnnouncementsPlugin:
         if key is None:
             key = self.keys[entry["entry_id"]] = f"{self.next_key:06X}"
             self.next_key += 1
-        self.store.insert(key, dict(entry)).addErrback(lambda f: log.failure("Saving an announcement failed", f))
+        self.store.insert(key, dict(entry)).addErrback(lambda f: self.log.failure("Saving an announcement failed", f))
 
     def _save_setting(self, key: str, value: Any) -> None:
-        self.settings.insert(key, value).addErrback(lambda f: log.failure("Saving {key} failed", f, key=key))
+        self.settings.insert(key, value).addErrback(lambda f: self.log.failure("Saving {key} failed", f, key=key))
 
     def _prune(self, feed: str, keep: set[str]) -> bool:
         """Drop the entries of ``feed`` not in ``keep``; True when any were dropped."""
@@ -296,7 +294,7 @@ class AnnouncementsPlugin:
                 call.cancel()
             key = self.keys.pop(entry_id, None)
             if key is not None:
-                self.store.delete(key).addErrback(lambda f: log.failure("Deleting an announcement failed", f))
+                self.store.delete(key).addErrback(lambda f: self.log.failure("Deleting an announcement failed", f))
         return bool(gone)
 
     def _arm_wake(self, entry_id: str, delay: float) -> None:
@@ -326,7 +324,7 @@ class AnnouncementsPlugin:
     def _periodic(self) -> None:
         self.timer = self.server.reactor.callLater(UPDATE_INTERVAL, self._periodic)
         Deferred.fromCoroutine(self._refresh(self._feeds())).addErrback(
-            lambda f: log.failure("Announcement update failed", f)
+            lambda f: self.log.failure("Announcement update failed", f)
         )
 
     async def _refresh(self, names: list[str]) -> bool:
@@ -348,7 +346,7 @@ class AnnouncementsPlugin:
         try:
             fresh = parse_feed(text, name)
         except ValueError as exc:
-            log.warn("Announcement feed {name} is not a valid RSS document: {error}", name=name, error=exc)
+            self.log.warn("Announcement feed {name} is not a valid RSS document: {error}", name=name, error=exc)
             return False
         added = [e for e in fresh if e["entry_id"] not in self.entries]
         for entry in added:
@@ -386,7 +384,7 @@ class AnnouncementsPlugin:
             return None
         self.offline = False
         if resp.code != 200:
-            log.info("Announcement feed {url} not available: HTTP {code}", url=url, code=resp.code)
+            self.log.info("Announcement feed {url} not available: HTTP {code}", url=url, code=resp.code)
             return None
         etag = resp.headers.getRawHeaders(b"etag", [None])[0]
         if etag is not None and self.etags.get(name) != etag.decode("latin-1"):
@@ -396,7 +394,7 @@ class AnnouncementsPlugin:
 
     def _unavailable(self, url: str, why: str) -> None:
         if not self.offline:
-            log.warn("Announcements unavailable ({url}: {why}); retrying every 30 minutes", url=url, why=why)
+            self.log.warn("Announcements unavailable ({url}: {why}); retrying every 30 minutes", url=url, why=why)
         self.offline = True
 
     async def _read_local(self, name: str) -> bytes | None:
@@ -404,7 +402,7 @@ class AnnouncementsPlugin:
         try:
             mtime = os.stat(path).st_mtime_ns
         except OSError:
-            log.info("No announcement feed file {path}", path=path)
+            self.log.info("No announcement feed file {path}", path=path)
             return None
         if self.mtimes.get(name) == mtime:
             return None

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.registry import APIRequest, Endpoint
@@ -17,8 +16,6 @@ from moontwist.hookspecs import hookimpl
 if TYPE_CHECKING:
     from moontwist.config import Config
     from moontwist.server import Server
-
-log = Logger()
 
 OWNER = "data_store"
 # printer object field -> temperature_store array name
@@ -33,6 +30,7 @@ class DataStorePlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("data_store")
         self.temp_size = section.getint("temperature_store_size", 1200, minval=1)
         self.gcode_size = section.getint("gcode_store_size", 1000, minval=1)
@@ -75,7 +73,7 @@ class DataStorePlugin:
     @hookimpl
     def klippy_state_changed(self, state: str) -> None:
         if state == "ready":
-            self._discover().addErrback(lambda f: log.warn("Sensor discovery failed: {e}", e=f.getErrorMessage()))
+            self._discover().addErrback(lambda f: self.log.warn("Sensor discovery failed: {e}", e=f.getErrorMessage()))
 
     @inlineCallbacks
     def _discover(self) -> Any:

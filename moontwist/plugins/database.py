@@ -65,7 +65,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.args import Arg
@@ -84,8 +83,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["DatabasePlugin", "DatabaseNamespace", "MOONRAKER_DB_FILENAME"]
-
-log = Logger()
 
 MOONRAKER_DB_FILENAME = "moonraker-sql.db"
 _MISSING: Any = object()
@@ -169,6 +166,7 @@ class DatabasePlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("database")
         # Moonraker's options: the path is deprecated there and fixed here (<datapath>/database)
         section.get("database_path", None)
@@ -306,7 +304,7 @@ class DatabasePlugin:
             try:
                 summary = await import_moonraker_db(source, self.db, self.history)
             except Exception as exc:  # a damaged source must not keep the server down
-                log.error(
+                self.log.error(
                     "Moonraker database {source} could not be imported: {error}",
                     source=source,
                     error=f"{type(exc).__name__}: {exc}",
@@ -318,8 +316,8 @@ class DatabasePlugin:
         reactor = server.reactor
         swept = await deferToThreadPool(reactor, reactor.getThreadPool(), self.db.sweep_backup_temp_files)
         for path in swept:
-            log.info("Removed a partial backup left by an interrupted run: {path}", path=path)
-        log.info(
+            self.log.info("Removed a partial backup left by an interrupted run: {path}", path=path)
+        self.log.info(
             "Database {path} open: {count} namespaces, {unsafe} unsafe shutdowns",
             path=self.db.db_path,
             count=len(self.db.namespaces()),
@@ -333,7 +331,7 @@ class DatabasePlugin:
         if stored is None:
             await self.db.insert_item("moonraker", "instance_id", current)
         elif stored != current:
-            log.warn("Stored instance id {stored} differs from this data path's {current}", stored=stored, current=current)
+            self.log.warn("Stored instance id {stored} differs from this data path's {current}", stored=stored, current=current)
 
     async def _count_start(self) -> int:
         """Count this start as an unsafe shutdown until a clean one writes the count back."""
@@ -342,15 +340,14 @@ class DatabasePlugin:
         await self.db.insert_item("database", "unsafe_shutdowns", count + 1)
         return count
 
-    @staticmethod
-    def _log_import(source: str, summary: dict[str, Any]) -> None:
+    def _log_import(self, source: str, summary: dict[str, Any]) -> None:
         if summary.get("skipped"):
-            log.info(
+            self.log.info(
                 "Moonraker database {source} was already imported; not importing again",
                 source=source,
             )
             return
-        log.info(
+        self.log.info(
             "Imported Moonraker database {source}: {namespaces} namespaces ({keys} keys), "
             "{jobs} history jobs, {totals} totals, {users} users, API key {api_key}",
             source=source,
@@ -362,7 +359,7 @@ class DatabasePlugin:
             api_key="imported" if summary["api_key"] else "absent",
         )
         if summary["failed"]:
-            log.warn(
+            self.log.warn(
                 "Moonraker import: {count} rows could not be decoded: {rows}",
                 count=len(summary["failed"]),
                 rows="; ".join(summary["failed"]),
@@ -377,7 +374,7 @@ class DatabasePlugin:
             try:
                 await self.db.insert_item("database", "unsafe_shutdowns", self.unsafe_shutdowns)
             except Exception as exc:
-                log.warn("Unsafe shutdown count not saved: {error}", error=exc)
+                self.log.warn("Unsafe shutdown count not saved: {error}", error=exc)
         await self.db.close()
 
     # helpers ---------------------------------------------------------------------
@@ -438,7 +435,7 @@ class DatabasePlugin:
         }
 
     def _debug_used(self, request: APIRequest) -> None:
-        log.info("Database debug endpoint {method} used", method=request.endpoint.method)
+        self.log.info("Database debug endpoint {method} used", method=request.endpoint.method)
 
     def debug_get_item(self, request: APIRequest) -> Deferred:
         return self.get_item(request, debug=True)
@@ -478,7 +475,7 @@ class DatabasePlugin:
 
         def restart(result: dict[str, Any]) -> dict[str, Any]:
             # as Moonraker: restart so every plugin reloads what it keeps from the database
-            log.info("Database restored from {name}; restarting", name=request.args["filename"])
+            self.log.info("Database restored from {name}; restarting", name=request.args["filename"])
             self.server.restart(delay=0.1)
             return result
 

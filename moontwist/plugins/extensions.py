@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.args import Arg
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["ExtensionsPlugin"]
-
-log = Logger()
 
 PERSISTENT = frozenset({"websocket", "unix"})
 RESERVED_EVENTS = ("connected", "disconnected")
@@ -47,6 +44,7 @@ class ExtensionsPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.timeout = config.section("extensions").getfloat("agent_timeout", 60.0, above=0.0)
         # remote methods each agent registered, by connection id
         self.methods: dict[int, list[str]] = {}
@@ -97,7 +95,7 @@ class ExtensionsPlugin:
     @hookimpl
     def connection_identified(self, connection: Connection) -> None:
         if connection.client_type == "agent":
-            log.info("Agent {name} connected", name=connection.client_name)
+            self.log.info("Agent {name} connected", name=connection.client_name)
             self._agent_event(connection, {"agent": connection.client_name, "event": "connected",
                                            "data": agent_info(connection)})
 
@@ -108,7 +106,7 @@ class ExtensionsPlugin:
         for name in self.methods.pop(connection.connection_id, []):
             self.server.remote_methods.pop(name, None)
         if self.server.connections.agent(connection.client_name or "") is None:
-            log.info("Agent {name} disconnected", name=connection.client_name)
+            self.log.info("Agent {name} disconnected", name=connection.client_name)
             self._agent_event(connection, {"agent": connection.client_name, "event": "disconnected"})
 
     def _agent_event(self, sender: Connection, event: dict[str, Any]) -> None:

@@ -27,7 +27,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["HistoryPlugin", "file_exists"]
-
-log = Logger()
 
 NO_USER = "No User"
 _STATS_FIELDS = ("print_duration", "total_duration", "filament_used")
@@ -79,6 +76,7 @@ class HistoryPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         config.section("history")  # Moonraker's [history] has no options; accepted
         store = server.lookup("history_store")
         if store is None:
@@ -154,7 +152,7 @@ class HistoryPlugin:
 
         def closed(ids: list[str]) -> None:
             if ids:
-                log.info("Jobs interrupted by the last exit: {ids}", ids=", ".join(ids))
+                self.log.info("Jobs interrupted by the last exit: {ids}", ids=", ".join(ids))
 
         return self.store.close_interrupted_jobs().addCallback(closed)
 
@@ -267,7 +265,7 @@ class HistoryPlugin:
             self.job_id = await self.store.add_job(job)
             job_id = f"{self.job_id:06X}"
             self._write_back(filename, job_id, job["start_time"])
-            log.debug("History job {id} added: {filename}", id=job_id, filename=filename)
+            self.log.debug("History job {id} added: {filename}", id=job_id, filename=filename)
             self._notify("added", {**job, "job_id": job_id})
 
         return self._locked(start)
@@ -292,11 +290,11 @@ class HistoryPlugin:
         try:
             finished = await self.store.update_job(uid, changes)
         except ServerError as exc:  # deleted while printing
-            log.info("History job {id:06X} not finished: {e}", id=uid, e=exc.message)
+            self.log.info("History job {id:06X} not finished: {e}", id=uid, e=exc.message)
             return
         await self.store.update_totals(finished, self._fold_auxiliary)
         self._write_back(job["filename"], finished["job_id"], job["start_time"])
-        log.debug("History job {id} finished: {status}", id=finished["job_id"], status=status)
+        self.log.debug("History job {id} finished: {status}", id=finished["job_id"], status=status)
         self._notify("finished", finished)
 
     def _fold_auxiliary(self, totals: list[dict[str, Any]], job: dict[str, Any]) -> None:
@@ -306,7 +304,7 @@ class HistoryPlugin:
 
     def _locked(self, fn: Any) -> Deferred:
         d = self.lock.run(lambda: Deferred.fromCoroutine(fn()))
-        return d.addErrback(lambda f: log.failure("History update failed", f))
+        return d.addErrback(lambda f: self.log.failure("History update failed", f))
 
     def _notify(self, action: str, job: dict[str, Any]) -> None:
         self.server.notify("notify_history_changed", {"action": action, "job": self.api_job(job)})

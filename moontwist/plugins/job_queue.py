@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["JobQueuePlugin", "QueuedJob"]
-
-log = Logger()
 
 LOAD_ON_STARTUP_DELAY = 1.0
 START_DELAY = 0.01
@@ -76,6 +73,7 @@ class JobQueuePlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("job_queue")
         self.load_on_startup = section.getboolean("load_on_startup", False)
         self.automatic = section.getboolean("automatic_transition", False)
@@ -162,18 +160,18 @@ class JobQueuePlugin:
     @hookimpl
     def klippy_state_changed(self, state: str) -> None:
         if state == "ready":
-            _observed(self._locked(self._klippy_ready), "Job queue start-up load")
+            self._observed(self._locked(self._klippy_ready), "Job queue start-up load")
         elif state == "shutdown":
             requested = self.pause_requested
             d = self.pause_queue().addCallback(lambda _: setattr(self, "pause_requested", requested))
-            _observed(d, "Job queue pause at Klippy shutdown")
+            self._observed(d, "Job queue pause at Klippy shutdown")
 
     @hookimpl
     def job_state_changed(self, new: str) -> None:
         if new == "complete" and self.automatic:
-            _observed(self._locked(self._job_complete), "Job queue after a completed job")
+            self._observed(self._locked(self._job_complete), "Job queue after a completed job")
         elif new in ("error", "cancelled"):
-            _observed(self._locked(self._job_aborted), "Job queue after an aborted job")
+            self._observed(self._locked(self._job_aborted), "Job queue after an aborted job")
 
     async def _klippy_ready(self) -> None:
         if self.load_on_startup and self.jobs and self.state in ("ready", "paused"):
@@ -193,7 +191,7 @@ class JobQueuePlugin:
 
     def _remote(self, name: str, method: Callable[[], Deferred]) -> Callable[..., None]:
         def call(**params: Any) -> None:
-            method().addErrback(lambda f: log.failure("Remote method {name} failed", f, name=name))
+            method().addErrback(lambda f: self.log.failure("Remote method {name} failed", f, name=name))
 
         return call
 
@@ -206,7 +204,7 @@ class JobQueuePlugin:
     def _pop(self, transition: bool) -> None:
         self.pop_call = None
         self._locked(lambda: self._load_next(transition)).addErrback(
-            lambda f: log.failure("Job queue could not load the next job", f)
+            lambda f: self.log.failure("Job queue could not load the next job", f)
         )
 
     async def _load_next(self, transition: bool) -> None:
@@ -228,7 +226,7 @@ class JobQueuePlugin:
             self._set_state("starting")
             await self.server.lookup("start_print")(job.filename, job.user)
         except Exception as exc:
-            log.error("Job queue could not start {filename}: {e}", filename=job.filename, e=exc)
+            self.log.error("Job queue could not start {filename}: {e}", filename=job.filename, e=exc)
             self._set_state("paused")
             return
         self.jobs.pop(uid, None)
@@ -363,7 +361,6 @@ class JobQueuePlugin:
 
         return self._locked(jump).addCallback(self._result)
 
-
-def _observed(d: Deferred, what: str) -> Deferred:
-    """``d`` with its failure logged (work started by an event, which nobody waits for)."""
-    return d.addErrback(lambda f: log.failure("{what} failed", f, what=what))
+    def _observed(self, d: Deferred, what: str) -> Deferred:
+        """``d`` with its failure logged (work started by an event, which nobody waits for)."""
+        return d.addErrback(lambda f: self.log.failure("{what} failed", f, what=what))

@@ -8,7 +8,6 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -21,8 +20,6 @@ from moontwist.klippy.subscriptions import normalize
 if TYPE_CHECKING:
     from moontwist.config import Config
     from moontwist.server import Server
-
-log = Logger()
 
 PLUGIN_NAME = "klippy_apis"
 
@@ -66,6 +63,7 @@ class KlippyAPIsPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("simulator")
         self.sim_speed = section.getfloat("speed", 1.0, above=0.0)
         self.simulator: Any = None
@@ -129,7 +127,7 @@ class KlippyAPIsPlugin:
         if simulate is None:
             simulate = not _klippy_socket_answers(path)
             if simulate:
-                log.info("No Klippy answers at {path}; starting the simulated printer", path=path)
+                self.log.info("No Klippy answers at {path}; starting the simulated printer", path=path)
         if simulate:
             from moontwist.sim import KlippySimulator
 
@@ -162,7 +160,7 @@ class KlippyAPIsPlugin:
     def klippy_state_changed(self, state: str) -> None:
         if state in ("ready", "shutdown", "error"):
             d = self.klippy.request("list_endpoints", {}).addCallbacks(self._add_klippy_endpoints, self._no_endpoints)
-            d.addErrback(lambda f: log.failure("Registering Klippy's endpoints failed", f))
+            d.addErrback(lambda f: self.log.failure("Registering Klippy's endpoints failed", f))
 
     # Klippy's own endpoints ----------------------------------------------------------------
 
@@ -194,7 +192,7 @@ class KlippyAPIsPlugin:
             )
 
     def _no_endpoints(self, failure: Any) -> None:
-        log.info("Klippy's endpoint list is not available: {e}", e=failure.getErrorMessage())
+        self.log.info("Klippy's endpoint list is not available: {e}", e=failure.getErrorMessage())
 
     def _klippy_endpoint(self, request: APIRequest) -> Any:
         return self.klippy.request(request.endpoint.extra["klippy_endpoint"], dict(request.args))

@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from moontwist.config import Config
     from moontwist.server import Server
 
-log = Logger()
-
 SYSTEMD_KINDS = ("systemd_dbus", "systemd_cli")
 POLL_INTERVAL = 5.0
 KLIPPER_UNIT = "klipper"
@@ -51,7 +49,7 @@ def own_unit(cgroup_file: str = "/proc/self/cgroup", default: str = "moontwist")
     return default
 
 
-def choose_provider_kind(kind: str, virtualization: dict[str, str], root: str = "/") -> str:
+def choose_provider_kind(kind: str, virtualization: dict[str, str], log: Logger, root: str = "/") -> str:
     """``kind``, or ``none`` when the default systemd provider can't work on this host.
 
     The default (``systemd_dbus``) falls back when systemd is not running (containers);
@@ -80,6 +78,7 @@ class MachinePlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("machine")
         self.kind = section.get("provider", "systemd_dbus", choices=tuple(PROVIDERS))
         self.shutdown_action = section.get("shutdown_action", "poweroff", choices=("poweroff", "halt"))
@@ -87,9 +86,9 @@ class MachinePlugin:
         self.supervisord_config = section.get("supervisord_config_path", None)
         for option in ("validate_service", "validate_config", "force_validation"):
             if section.getboolean(option, False):
-                log.info("[machine] {option}: moontwist does not rewrite service units; ignored", option=option)
+                self.log.info("[machine] {option}: moontwist does not rewrite service units; ignored", option=option)
         if section.get("sudo_password", None) is not None:
-            log.warn(
+            self.log.warn(
                 "[machine] sudo_password is not used: moontwist runs privileged commands with "
                 "'sudo -n' (or directly as root); configure passwordless sudo for systemctl instead"
             )
@@ -105,18 +104,19 @@ class MachinePlugin:
     async def _start(self, server: Server) -> None:
         self.static = await static_info(reactor=server.reactor)
         virt = self.static["virtualization"]
-        kind = choose_provider_kind(self.kind, virt)
+        kind = choose_provider_kind(self.kind, virt, self.log)
         in_container = virt["virt_type"] == "container" and kind != "recording"  # a dry run acts as a host
         kwargs: dict[str, Any] = {
             "self_unit": self.self_unit,
             "container_id": virt["virt_identifier"] if in_container else None,
             "reactor": server.reactor,
+            "log": server.logger(ServiceProvider.__module__),
         }
         if kind in SYSTEMD_KINDS:
             kwargs.update(timeout=self.timeout, shutdown_action=self.shutdown_action)
         elif kind == "supervisord_cli":
             kwargs.update(timeout=self.timeout, config_path=self.supervisord_config)
-        self.provider = make_provider(kind, AllowedServices.from_data_path(server.datapath), **kwargs)
+        self.provider = make_provider(kind, AllowedServices.from_data_path(server.datapath, self.log), **kwargs)
         if kind == "recording":
             for unit in (KLIPPER_UNIT, self.self_unit):
                 self.provider.set_state(unit, "active", "running")
@@ -126,7 +126,7 @@ class MachinePlugin:
         server.provide("machine_provider", self.provider)
         server.provide("klippy_log_rollover", self.klippy_log_rollover)
         server.provide("sudo_alerts", self.sudo)
-        log.info("System provider: {kind}, own unit {unit}", kind=kind, unit=self.self_unit)
+        self.log.info("System provider: {kind}, own unit {unit}", kind=kind, unit=self.self_unit)
 
     @hookimpl
     def shutdown(self, server: Server) -> None:

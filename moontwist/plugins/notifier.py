@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import treq
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -35,8 +34,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["NotifierPlugin", "JOB_EVENTS"]
-
-log = Logger()
 
 JOB_EVENTS = ("started", "paused", "resumed", "complete", "error", "cancelled", "standby")
 OTHER_EVENTS = ("gcode", "*")
@@ -90,6 +87,7 @@ class NotifierPlugin:
         import apprise
 
         self.server = server
+        self.log = server.logger(__name__)
         self.apprise = apprise
         self.env = _environment()
         self.send_timeout = SEND_TIMEOUT
@@ -106,7 +104,7 @@ class NotifierPlugin:
                 config.extra_warnings.append(f"[{name}]: {exc}; this notifier is not loaded")
                 continue
             self.notifiers[notifier.name] = notifier
-        log.info("Notifiers (apprise {version}): {names}", version=apprise.__version__,
+        self.log.info("Notifiers (apprise {version}): {names}", version=apprise.__version__,
                  names=", ".join(self.notifiers) or "none")
 
     def _template(self, section: ConfigSection, option: str, required: bool = False) -> tuple[Any, str | None]:
@@ -209,7 +207,7 @@ class NotifierPlugin:
         try:
             return template.render(context)
         except Exception as exc:
-            log.warn("Notifier {name}: option '{option}' failed to render: {e}", name=notifier.name,
+            self.log.warn("Notifier {name}: option '{option}' failed to render: {e}", name=notifier.name,
                      option=option, e=exc)
             raise ServerError(f"Notifier '{notifier.name}': option '{option}' failed to render: {exc}", 500) from None
 
@@ -230,13 +228,13 @@ class NotifierPlugin:
         try:
             sent = await d
         except Exception as exc:
-            log.warn("Notifier {name}: sending '{event}' failed: {e}", name=notifier.name, event=event, e=exc)
+            self.log.warn("Notifier {name}: sending '{event}' failed: {e}", name=notifier.name, event=event, e=exc)
             raise ServerError(f"Notifier '{notifier.name}' failed to send: {exc}", 502) from None
         if not sent:
-            log.warn("Notifier {name}: apprise could not deliver '{event}' to {url}", name=notifier.name,
+            self.log.warn("Notifier {name}: apprise could not deliver '{event}' to {url}", name=notifier.name,
                      event=event, url=notifier.shown_url)
             raise ServerError(f"Notifier '{notifier.name}' could not deliver to {notifier.shown_url}", 502)
-        log.info("Notifier {name} sent '{event}'", name=notifier.name, event=event)
+        self.log.info("Notifier {name} sent '{event}'", name=notifier.name, event=event)
 
     def _notify_blocking(self, notifier: Notifier, body: str, title: str,
                          attachments: list[str | tuple[str, bytes]]) -> bool:
@@ -273,7 +271,7 @@ class NotifierPlugin:
                 try:
                     content, mimetype = await self._fetch(item)
                 except Exception as exc:  # the notification still goes out, without this attachment
-                    log.warn("Notifier {name}: attachment {url} not fetched: {e}", name=notifier.name, url=item,
+                    self.log.warn("Notifier {name}: attachment {url} not fetched: {e}", name=notifier.name, url=item,
                              e=exc)
                     continue
                 name = re.sub(r"[^\w.-]", "_", os.path.basename(item.split("?", 1)[0])) or "attachment"
@@ -283,7 +281,7 @@ class NotifierPlugin:
                 continue
             path = os.path.realpath(os.path.expanduser(item))
             if not self._readable(path):
-                log.warn("Notifier {name}: attachment {path} is not a readable file inside a root",
+                self.log.warn("Notifier {name}: attachment {path} is not a readable file inside a root",
                          name=notifier.name, path=path)
                 continue
             out.append(path)
@@ -337,7 +335,7 @@ class NotifierPlugin:
     def remote_notify(self, name: str = "", message: str = "", **_: Any) -> Any:
         """Klipper: ``{action_call_remote_method("notify", name="...", message="...")}``."""
         if name not in self.notifiers:
-            log.warn("Remote method notify: notifier {name!r} not found", name=name)
+            self.log.warn("Remote method notify: notifier {name!r} not found", name=name)
             return None
         d = self._send(self.notifiers[name], "remote_action", [], str(message))
-        return d.addErrback(lambda f: log.warn("Remote method notify failed: {e}", e=f.getErrorMessage()))
+        return d.addErrback(lambda f: self.log.warn("Remote method notify failed: {e}", e=f.getErrorMessage()))

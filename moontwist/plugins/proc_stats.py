@@ -30,7 +30,11 @@ class ProcStatsPlugin:
 
     @hookimpl
     def startup(self, server: Server) -> None:
-        sampler = ProcStatsSampler(server.reactor, websocket_count=lambda: server.connections.count("websocket"))
+        sampler = ProcStatsSampler(
+            server.reactor,
+            websocket_count=lambda: server.connections.count("websocket"),
+            log=server.logger(ProcStatsSampler.__module__),
+        )
         sampler.add_update_listener(lambda payload: server.notify("notify_proc_stat_update", payload))
         sampler.add_throttled_listener(lambda state: server.notify("notify_cpu_throttled", state))
         sampler.start()

@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SensorsPlugin", "MQTTSensor", "template_environment"]
 
-log = Logger()
-
 UPDATE_INTERVAL = 1.0
 PARAMETER_PREFIX = "parameter_"
 HISTORY_PREFIX = "history_field_"
@@ -58,7 +56,7 @@ def _raise_error(message: str) -> None:
     raise TemplateRaised(message)
 
 
-def template_environment() -> SandboxedEnvironment:
+def template_environment(log: Logger) -> SandboxedEnvironment:
     """Moonraker's template dialect, sandboxed: ``{ expr }``, ``{% stmt %}``, ``fromjson``."""
     env = SandboxedEnvironment(
         block_start_string="{%", block_end_string="%}", variable_start_string="{", variable_end_string="}"
@@ -79,7 +77,8 @@ def _flag(value: str | None, option: str, section: str) -> bool:
 class MQTTSensor:
     """A ``type: mqtt`` sensor: values from a topic, through a template."""
 
-    def __init__(self, section: ConfigSection, env: SandboxedEnvironment) -> None:
+    def __init__(self, section: ConfigSection, env: SandboxedEnvironment, log: Logger) -> None:
+        self.log = log
         self.id = section.name.split(maxsplit=1)[1]
         self.section_name = section.name
         self.type = section.get("type").lower()
@@ -153,7 +152,7 @@ class MQTTSensor:
         try:
             self.template.render(payload=payload.decode("utf-8", "replace"), set_result=set_result)
         except Exception as exc:
-            log.warn("Sensor {name}: state_response_template failed: {error}", name=self.id, error=str(exc))
+            self.log.warn("Sensor {name}: state_response_template failed: {error}", name=self.id, error=str(exc))
             self.error_state = str(exc)
             return
         self.error_state = None
@@ -222,8 +221,9 @@ class SensorsPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.sensors: dict[str, MQTTSensor] = {}
-        env = template_environment()
+        env = template_environment(self.log)
         for name in config.sections():
             if not name.startswith("sensor "):
                 continue
@@ -232,7 +232,7 @@ class SensorsPlugin:
             if kind.lower() != "mqtt":
                 config.extra_warnings.append(f"[{name}]: unsupported sensor type '{kind}' (supported: mqtt)")
                 continue
-            sensor = MQTTSensor(section, env)
+            sensor = MQTTSensor(section, env, self.log)
             self.sensors[sensor.id] = sensor
         if self.sensors and not config.has_section("mqtt"):
             config.extra_warnings.append("MQTT sensors need an [mqtt] section; none is configured")

@@ -37,7 +37,6 @@ from urllib.parse import urlsplit
 
 from twisted.internet.defer import DeferredLock
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ArgumentError, ServerError
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["WebcamPlugin"]
-
-log = Logger()
 
 NAMESPACE = "webcams"
 ROTATIONS = (0, 90, 180, 270)
@@ -204,6 +201,7 @@ class WebcamPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         db = server.lookup("database")
         if db is None:
             raise RuntimeError("the webcam plugin needs the database plugin")
@@ -273,7 +271,7 @@ class WebcamPlugin:
     @hookimpl
     async def startup(self, server: Server) -> None:
         cams = await self._webcams(report=True)
-        log.info(
+        self.log.info(
             "{count} webcams ({config} from the config)",
             count=len(cams),
             config=len(self.configured),
@@ -292,11 +290,11 @@ class WebcamPlugin:
                 cam = _from_row(uid, row)
             except (TypeError, ValueError) as exc:
                 if report:
-                    log.warn("Webcam {uid} in the database is ignored: {error}", uid=uid, error=exc)
+                    self.log.warn("Webcam {uid} in the database is ignored: {error}", uid=uid, error=exc)
                 continue
             if cam["name"] in names or uid in uids:
                 if report:
-                    log.warn(
+                    self.log.warn(
                         "Webcam {uid} ({name}) in the database is hidden by one of the same name or uid",
                         uid=uid,
                         name=cam["name"],
@@ -391,7 +389,7 @@ class WebcamPlugin:
                 reactor=self.server.reactor,
             )
         except Exception as exc:
-            log.debug("Webcam snapshot {url} unreachable: {error}", url=url, error=exc)
+            self.log.debug("Webcam snapshot {url} unreachable: {error}", url=url, error=exc)
             return False
         response.deliverBody(_Discard())
         return response.code < 400

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import pytest_twisted
 import treq
 from history.printing import gcode, start_printer, write_gcodes
+from twisted.logger import Logger
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.job_queue import JobQueuePlugin
@@ -177,7 +180,7 @@ async def test_without_automatic_transition_one_job_loads_per_start(tmp_path):
 def test_transition_delay_must_be_above_zero():
     config = Config.from_string("[job_queue]\njob_transition_delay: 0\n")
     with pytest.raises(ConfigError, match="job_transition_delay"):
-        JobQueuePlugin().configure(server=None, config=config)
+        JobQueuePlugin().configure(server=SimpleNamespace(logger=Logger), config=config)
 
 
 @pytest_twisted.ensureDeferred

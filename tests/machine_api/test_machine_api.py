@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
+from twisted.logger import Logger
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.machine import MachinePlugin
@@ -255,7 +256,7 @@ async def test_moonraker_machine_options(tmp_path):
     finally:
         await svc.service.stopService()
     with pytest.raises(ConfigError, match="option 'provider': value 'systemd_magic'"):
-        MachinePlugin().configure(server=None, config=Config.from_string("[machine]\nprovider: systemd_magic\n"))
+        MachinePlugin().configure(server=SimpleNamespace(logger=Logger), config=Config.from_string("[machine]\nprovider: systemd_magic\n"))
 
 
 @pytest_twisted.ensureDeferred

@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from mqtt.broker import wait_until
 from twisted.internet import reactor
+from twisted.logger import Logger
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.mqtt import MQTTPlugin
@@ -93,7 +94,7 @@ async def test_status_interval_limits_the_rate(tmp_path, broker, peer, kit):
 
 
 def test_bad_options_name_the_option(tmp_path):
-    server = SimpleNamespace(reactor=reactor)
+    server = SimpleNamespace(reactor=reactor, logger=Logger)
     for options, word in (
         ("status_interval: 0.1", "status_interval"),
         ("default_qos: 3", "default_qos"),
@@ -115,7 +116,7 @@ def test_bad_options_name_the_option(tmp_path):
 def test_password_file_and_defaults(tmp_path):
     (tmp_path / "pw").write_text("from-file\n")
     plugin = MQTTPlugin()
-    plugin.configure(server=SimpleNamespace(reactor=reactor), config=Config.from_string(
+    plugin.configure(server=SimpleNamespace(reactor=reactor, logger=Logger), config=Config.from_string(
         f"[mqtt]\naddress: broker.lan\nusername: me\npassword_file: {tmp_path}/pw\n"
     ))
     assert plugin.client.paho._password == b"from-file"

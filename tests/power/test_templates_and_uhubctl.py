@@ -10,6 +10,7 @@ import pytest
 import pytest_twisted
 from power.fake_http import FakeHomeAssistant, FakeTasmota
 from power.service import start_power
+from twisted.logger import Logger
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.power.templates import Templates
@@ -90,7 +91,7 @@ response_template:
 
 
 def test_templates_are_sandboxed():
-    templates = Templates(None, {"s": {"k": "v"}})
+    templates = Templates(None, {"s": {"k": "v"}}, Logger())
     assert templates.compile("{secrets.s.k}-{ 'a b'|upper }").render() == "v-A B"
     with pytest.raises(Exception, match="unsafe|access"):
         templates.compile("{ ''.__class__.__mro__[1].__subclasses__() }").render()

@@ -7,6 +7,7 @@ import json
 import pytest_twisted
 from history.printing import write_gcodes
 from mqtt.broker import wait_until
+from twisted.logger import Logger
 
 from mtclient import start_service
 
@@ -191,8 +192,8 @@ async def test_sensor_options_errors(tmp_path, broker):
         ("[sensor s]\nstate_topic: a/b\n", "type"),
     ):
         with pytest.raises(ConfigError, match=word):
-            SensorsPlugin().configure(server=SimpleNamespace(), config=Config.from_string(text))
+            SensorsPlugin().configure(server=SimpleNamespace(logger=Logger), config=Config.from_string(text))
     config = Config.from_string("[sensor t]\ntype: http\n")
     plugin = SensorsPlugin()
-    plugin.configure(server=SimpleNamespace(), config=config)
+    plugin.configure(server=SimpleNamespace(logger=Logger), config=config)
     assert plugin.sensors == {} and any("unsupported sensor type 'http'" in w for w in config.warnings())

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
+from twisted.logger import Logger
 
 from moontwist.config import Config, ConfigError
 from moontwist.plugins.webcams import WebcamPlugin
@@ -355,6 +356,6 @@ async def test_webcam_test(service):
 )
 def test_config_errors(tmp_path, options, word):
     config = Config.from_string(f"[webcam cam]\n{options}\n")
-    server = SimpleNamespace(lookup=lambda name: object(), datapath=str(tmp_path))
+    server = SimpleNamespace(lookup=lambda name: object(), datapath=str(tmp_path), logger=Logger)
     with pytest.raises(ConfigError, match=word):
         WebcamPlugin().configure(server=server, config=config)

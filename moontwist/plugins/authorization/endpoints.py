@@ -8,7 +8,6 @@ from typing import Any
 
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -23,8 +22,6 @@ from moontwist.plugins.authorization.passwords import SCRYPT_SCHEME, hash_passwo
 from moontwist.plugins.authorization.users import User
 
 __all__ = ["AccessEndpoints"]
-
-log = Logger()
 
 MAX_USERNAME = 64
 MAX_PASSWORD = 1024
@@ -55,6 +52,7 @@ class AccessEndpoints:
 
     def __init__(self, server: Any, auth: AuthManager) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.auth = auth
 
     def endpoints(self) -> list[Endpoint]:
@@ -134,7 +132,7 @@ class AccessEndpoints:
         self._begin_attempt(ip)
         user = self.users.get(name)
         if not await self._verify(user, password):
-            log.info("Failed login as {name!r} from {ip}", name=name, ip=ip)
+            self.log.info("Failed login as {name!r} from {ip}", name=name, ip=ip)
             raise await self._failed(ip, "username or password")
         assert user is not None
         self.auth.throttle.succeeded(ip)
@@ -146,7 +144,7 @@ class AccessEndpoints:
             await self.users.save(user)
         if request.connection is not None:
             request.connection.user = user.info()
-        log.info("User {name!r} logged in from {ip}", name=name, ip=ip)
+        self.log.info("User {name!r} logged in from {ip}", name=name, ip=ip)
         return {"username": name, **self.auth.issue_tokens(user), "source": user.source, "action": "user_logged_in"}
 
     async def logout(self, request: APIRequest) -> dict[str, str]:

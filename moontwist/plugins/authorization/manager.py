@@ -11,7 +11,6 @@ from urllib.parse import parse_qsl
 
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
-from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest
@@ -28,8 +27,6 @@ from moontwist.plugins.authorization.users import (
 )
 
 __all__ = ["AuthManager", "API_KEY_USER", "TRUSTED_USER", "RESERVED_USERS"]
-
-log = Logger()
 
 # Where builds before the API key moved to auth_users kept it; readable by clients.
 LEGACY_NAMESPACE, LEGACY_KEY = "moonraker", "authorization"
@@ -59,6 +56,7 @@ class AuthManager:
 
     def __init__(self, server: Any, section: ConfigSection, open_access: bool = False) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.open_access = open_access
         self.trusted = TrustedClients(section.getlist("trusted_clients", []))
         self.cors = CorsPolicy(section.getlist("cors_domains", []), self.trusted, (socket.gethostname(),))
@@ -109,8 +107,7 @@ class AuthManager:
             self._resolver.stop()
         self.users = None
 
-    @staticmethod
-    async def _stored_api_key(db: Any, users: UserStore) -> str | None:
+    async def _stored_api_key(self, db: Any, users: UserStore) -> str | None:
         """The stored API key; one an earlier build left in a namespace is moved to the table.
 
         A key already in the table (e.g. imported from Moonraker since) wins.
@@ -128,7 +125,7 @@ class AuthManager:
             key = legacy
         only_key = set(record) == {"api_key"}
         await db.delete_item(LEGACY_NAMESPACE, LEGACY_KEY if only_key else [LEGACY_KEY, "api_key"])
-        log.info(
+        self.log.info(
             "API key removed from database namespace {namespace!r}; it is kept in table auth_users",
             namespace=LEGACY_NAMESPACE,
         )
@@ -269,7 +266,7 @@ class AuthManager:
         try:
             return self.credentials(headers, query, conn.ip)
         except ServerError as exc:
-            log.info("Websocket {id} from {ip}: {reason}", id=conn.connection_id, ip=conn.ip, reason=exc.message)
+            self.log.info("Websocket {id} from {ip}: {reason}", id=conn.connection_id, ip=conn.ip, reason=exc.message)
             return None
 
     # the check every request passes ------------------------------------------------------
@@ -299,7 +296,7 @@ class AuthManager:
         for conn in self.server.connections:
             user = getattr(conn, "user", None)
             if conn is not keep and user is not None and user.get("username") == API_KEY_USER:
-                log.info("Connection {id}: the API key it used was replaced", id=conn.connection_id)
+                self.log.info("Connection {id}: the API key it used was replaced", id=conn.connection_id)
                 conn.user = self.trusted_user(conn.ip, _upgrade_host(conn))
 
     def forget_user(self, username: str) -> None:

@@ -21,8 +21,6 @@ from moontwist.plugins.files.metadata import extract_metadata
 
 __all__ = ["MetadataStore", "MetadataProcessor", "NAMESPACE", "METADATA_VERSION"]
 
-log = Logger()
-
 NAMESPACE = "gcode_metadata"
 # The format of the entries, kept where Moonraker keeps it (namespace moonraker, file_manager.metadata_version)
 METADATA_VERSION = 3
@@ -31,8 +29,9 @@ METADATA_VERSION = 3
 class MetadataStore:
     """Metadata by path relative to the gcodes root; in memory, mirrored to the database."""
 
-    def __init__(self, db: Any = None) -> None:
+    def __init__(self, db: Any, log: Logger) -> None:
         self.db = db
+        self.log = log
         self.entries: dict[str, dict[str, Any]] = {}
 
     async def load(self) -> None:
@@ -42,7 +41,7 @@ class MetadataStore:
         try:
             self.db.reserve_namespace(NAMESPACE, owner="file_manager")
         except Exception:
-            log.debug("gcode_metadata namespace already reserved")
+            self.log.debug("gcode_metadata namespace already reserved")
         try:
             data = await self.db.get_item(NAMESPACE)
         except Exception:
@@ -60,7 +59,7 @@ class MetadataStore:
         if version == METADATA_VERSION:
             return
         if version is not None and self.entries:
-            log.info("Metadata format {old} is not {new}: extracting it again", old=version, new=METADATA_VERSION)
+            self.log.info("Metadata format {old} is not {new}: extracting it again", old=version, new=METADATA_VERSION)
             self.delete_prefix("")
         await self.db.insert_item("moonraker", "file_manager.metadata_version", METADATA_VERSION)
 
@@ -91,10 +90,10 @@ class MetadataStore:
         try:
             d = getattr(self.db, method)(NAMESPACE, [key], *value)
         except Exception:
-            log.failure("gcode_metadata {method} failed for {key}", method=method, key=key)
+            self.log.failure("gcode_metadata {method} failed for {key}", method=method, key=key)
             return
         if isinstance(d, Deferred):
-            d.addErrback(lambda f: log.warn("gcode_metadata {method} {key}: {e}", method=method, key=key, e=f.getErrorMessage()))
+            d.addErrback(lambda f: self.log.warn("gcode_metadata {method} {key}: {e}", method=method, key=key, e=f.getErrorMessage()))
 
 
 class MetadataProcessor:
@@ -111,6 +110,7 @@ class MetadataProcessor:
         concurrency: int = 4,
     ) -> None:
         self.reactor = reactor
+        self.log = store.log
         self.root = root  # the gcodes root's path: thumbnails are written only inside it
         self.store = store
         self.on_update = on_update
@@ -145,13 +145,13 @@ class MetadataProcessor:
         d.addTimeout(self.timeout, self.reactor)
         d.addCallbacks(lambda meta: self._stored(rel, full, meta), lambda f: self._failed(rel, full, f))
         # the scan never fails (every waiter gets metadata or None): a bug here is logged once
-        d.addErrback(lambda f: log.failure("Storing the metadata of {rel} failed", f, rel=rel))
+        d.addErrback(lambda f: self.log.failure("Storing the metadata of {rel} failed", f, rel=rel))
         return d
 
     def _run(self, full: str, root: str | None) -> dict[str, Any]:
         if self.parsers is None:
-            return extract_metadata(full, root=root)
-        return extract_metadata(full, parsers=self.parsers, root=root)
+            return extract_metadata(full, root=root, log=self.log)
+        return extract_metadata(full, parsers=self.parsers, root=root, log=self.log)
 
     def _stored(self, rel: str, full: str, meta: dict[str, Any]) -> dict[str, Any] | None:
         if self.stopped or not os.path.exists(full):
@@ -165,9 +165,9 @@ class MetadataProcessor:
         if self.stopped:
             return None
         if failure.check(DeferTimeout):
-            log.warn("Metadata extraction of {rel} timed out", rel=rel)
+            self.log.warn("Metadata extraction of {rel} timed out", rel=rel)
         elif not failure.check(OSError):
-            log.failure("Metadata extraction of {rel} failed", failure, rel=rel)
+            self.log.failure("Metadata extraction of {rel} failed", failure, rel=rel)
         try:
             st = os.stat(full)
         except OSError:

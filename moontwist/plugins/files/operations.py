@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.plugins.files import listing
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FileManager", "ACTIVE_JOB_STATES"]
 
-log = Logger()
-
 ACTIVE_JOB_STATES = frozenset({"printing", "paused"})
 
 
@@ -32,6 +29,7 @@ class FileManager:
 
     def __init__(self, server: Server, roots: Roots, store: MetadataStore, parsers: Any = None) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.roots = roots
         self.store = store
         self.processor = MetadataProcessor(server.reactor, store, self._metadata_ready, parsers, self._gcodes_path)
@@ -39,6 +37,10 @@ class FileManager:
         self.queue_uploads = False  # [file_manager] queue_gcode_uploads
 
     # helpers ----------------------------------------------------------------------------
+
+    def _observed(self, d: Any, what: str) -> Any:
+        """``d`` with its failure logged (background work nobody waits for)."""
+        return d.addErrback(lambda f: self.log.failure("{what} failed", f, what=what))
 
     def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         reactor = self.server.reactor
@@ -126,7 +128,7 @@ class FileManager:
         elif action in ("create_file", "modify_file", "move_file"):
             rel = self.gcodes_rel(root, full)
             if rel is not None:
-                _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
+                self._observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
         elif action == "create_dir" and root.name == "gcodes":
             self.scan_missing(full)
 
@@ -143,7 +145,7 @@ class FileManager:
             try:  # a few unlinks in one folder: quick enough for the reactor
                 _remove_thumbnails(Tree(root.path), os.path.dirname(full), names)
             except OSError as exc:
-                log.warn("Thumbnails of {rel} not removed: {error}", rel=rel, error=exc)
+                self.log.warn("Thumbnails of {rel} not removed: {error}", rel=rel, error=exc)
 
     def _rekey(self, old: str, new: str | None) -> None:
         for meta in self.store.delete_prefix(old):
@@ -172,10 +174,10 @@ class FileManager:
                     continue
                 meta = self.store.get(rel)
                 if meta is None or meta.get("size") != info["size"] or meta.get("modified") != info["modified"]:
-                    _observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
+                    self._observed(self.processor.scan(rel, full), f"Metadata extraction of {rel}")
             return len(files)
 
-        return _observed(d.addCallback(queue), "Metadata scan")
+        return self._observed(d.addCallback(queue), "Metadata scan")
 
     # operations -----------------------------------------------------------------------------
 
@@ -251,11 +253,6 @@ class FileManager:
         await self.change(f"copy {source}", Tree(dst_root.path).copy, Tree(src_root.path), src, dst)
         action = "create_dir" if is_dir else ("modify_file" if existed else "create_file")
         return self.announce(action, dst_root, dst)
-
-
-def _observed(d: Any, what: str) -> Any:
-    """``d`` with its failure logged (background work nobody waits for)."""
-    return d.addErrback(lambda f: log.failure("{what} failed", f, what=what))
 
 
 # blocking changes, confined to their root (run in a thread) ------------------------------

@@ -6,7 +6,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -31,8 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["FileManagerPlugin"]
 
-log = Logger()
-
 HTTP = frozenset({"http"})
 # read-only roots found in Klipper's checkout (klipper_path in Klippy's info), as Moonraker registers them
 KLIPPER_ROOTS = (("config_examples", "config"), ("docs", "docs"))
@@ -56,6 +53,7 @@ class FileManagerPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("file_manager")
         config_writable = section.getboolean("enable_config_write_access", True)
         self.observer = section.get("file_system_observer", "inotify", choices=("inotify", "none"))
@@ -70,7 +68,7 @@ class FileManagerPlugin:
         roots.add("logs", server.path("logs"), False)
         self.roots = roots
         self._klipper_roots(self.klipper_path)
-        self.manager = FileManager(server, roots, MetadataStore(server.lookup("database")))
+        self.manager = FileManager(server, roots, MetadataStore(server.lookup("database"), self.log))
         self.manager.queue_uploads = queue_uploads
         server.provide("registered_directories", roots.names)
         server.provide("file_manager", self.manager)
@@ -91,9 +89,9 @@ class FileManagerPlugin:
             self._klipper_roots(stored["path"])
         writable = [root for name in UPLOAD_ROOTS if (root := self.roots.find(name)) is not None and root.writable]
         for path in await self.manager.in_thread(_sweep, writable):
-            log.info("Removed a temporary file left by an interrupted run: {path}", path=path)
+            self.log.info("Removed a temporary file left by an interrupted run: {path}", path=path)
         if self.observer == "inotify":
-            self.watcher = Watcher(server.reactor, self.manager.announce)
+            self.watcher = Watcher(server.reactor, self.manager.announce, self.log)
             self.manager.suppress = self.watcher.suppress
             for name in WATCHED_ROOTS:
                 root = self.roots.find(name)
@@ -122,7 +120,7 @@ class FileManagerPlugin:
             return
         self._klipper_roots(path)
         Deferred.fromCoroutine(self._remember_klipper(path, executable)).addErrback(
-            lambda f: log.warn("Klipper's path not saved: {e}", e=f.getErrorMessage())
+            lambda f: self.log.warn("Klipper's path not saved: {e}", e=f.getErrorMessage())
         )
 
     async def _stored_klipper_info(self) -> dict[str, Any]:
@@ -164,7 +162,7 @@ class FileManagerPlugin:
         if klippy is None:
             return
         klippy.add_subscription(self, {"print_stats": None, "virtual_sdcard": None}).addErrback(
-            lambda f: log.info("File manager could not subscribe to print state: {e}", e=f.getErrorMessage())
+            lambda f: self.log.info("File manager could not subscribe to print state: {e}", e=f.getErrorMessage())
         )
         # the connection fetched Klippy's configfile during its start-up handshake
         settings = (klippy.configfile or {}).get("settings") or {}
@@ -179,10 +177,10 @@ class FileManagerPlugin:
         if new == root.path:
             return
         if not os.path.isdir(new):
-            log.warn("Root {name} stays at {old}: {new} is not a directory", name=name, old=root.path, new=new)
+            self.log.warn("Root {name} stays at {old}: {new} is not a directory", name=name, old=root.path, new=new)
             return
         old, root.path = root.path, new
-        log.info("Root {name} moved from {old} to {new}", name=name, old=old, new=new)
+        self.log.info("Root {name} moved from {old} to {new}", name=name, old=old, new=new)
         if self.watcher is not None and name in WATCHED_ROOTS:
             self.watcher.watch(root)
         self._root_update(name, new, old)

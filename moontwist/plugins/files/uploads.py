@@ -17,8 +17,6 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from twisted.logger import Logger
-
 from moontwist.api.errors import ServerError
 from moontwist.plugins.files.paths import check_name, resolve
 from moontwist.plugins.files.roots import Root
@@ -30,8 +28,6 @@ if TYPE_CHECKING:
     from moontwist.plugins.files.operations import FileManager
 
 __all__ = ["UploadSink", "finish_upload", "TEMP_PREFIX"]
-
-log = Logger()
 
 TEMP_PREFIX = ".upload-"
 MAX_FIELD = 64 * 1024
@@ -149,7 +145,7 @@ class UploadSink:
             except FileNotFoundError:
                 pass
             except OSError as exc:
-                log.warn("Cannot remove {path}: {error}", path=self.temp_path, error=exc)
+                self.manager.log.warn("Cannot remove {path}: {error}", path=self.temp_path, error=exc)
 
     def committed(self) -> None:
         self._done = True
@@ -250,7 +246,7 @@ async def _start_print(manager: FileManager, rel: str, user: str | None) -> bool
     try:
         await start(rel, user)
     except Exception as exc:
-        log.warn("Print of uploaded {rel} did not start: {error}", rel=rel, error=exc)
+        manager.log.warn("Print of uploaded {rel} did not start: {error}", rel=rel, error=exc)
         return False
     return True
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.args import Arg
@@ -43,8 +42,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["MQTTPlugin"]
-
-log = Logger()
 
 OWNER = "mqtt"
 DUPLICATE_REQUEST = -10000
@@ -66,6 +63,7 @@ class MQTTPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section("mqtt")
         address = section.get("address")
         port = section.getint("port", 1883, minval=1, maxval=65535)
@@ -126,6 +124,7 @@ class MQTTPlugin:
             default_qos=self.default_qos,
             instance_name=self.instance,
             will=(self.status_topic, jsonutil.dumpb({"server": "offline"}), self.default_qos, True),
+            log=server.logger(MQTTClient.__module__),
         )
         self.discovery = HomeAssistantDiscovery(server, self.client, ha_prefix, ha_enabled)
         self._timestamps: deque[Any] = deque(maxlen=TIMESTAMPS_KEPT)
@@ -189,7 +188,7 @@ class MQTTPlugin:
             klippy = server.klippy
             if klippy is not None:
                 klippy.add_subscription(OWNER, {n: None if f is None else sorted(f) for n, f in self.status_request.items()}).addErrback(
-                    lambda f: log.info("MQTT status subscription: {e}", e=f.getErrorMessage())
+                    lambda f: self.log.info("MQTT status subscription: {e}", e=f.getErrorMessage())
                 )
             if self.status_interval:
                 self._status_timer = LoopingCall(self._flush_status)
@@ -233,7 +232,7 @@ class MQTTPlugin:
         dispatcher = self.server.dispatcher
         reply: Any
         if len(payload) > MAX_REQUEST:
-            log.info("MQTT API request of {size} bytes refused", size=len(payload))
+            self.log.info("MQTT API request of {size} bytes refused", size=len(payload))
             error = {"code": -32600, "message": f"Invalid Request: larger than {MAX_REQUEST} bytes"}
             reply = jsonutil.dumpb({"jsonrpc": "2.0", "error": error, "id": None})
         elif b"mqtt_timestamp" in payload:
@@ -250,7 +249,7 @@ class MQTTPlugin:
         else:
             reply = dispatcher.handle_bytes(payload, "mqtt")
         if isinstance(reply, defer.Deferred):
-            reply.addCallback(self._send_reply).addErrback(lambda f: log.failure("MQTT API reply failed", f))
+            reply.addCallback(self._send_reply).addErrback(lambda f: self.log.failure("MQTT API reply failed", f))
         else:
             self._send_reply(reply)
 
@@ -266,7 +265,7 @@ class MQTTPlugin:
                 stamp = params.pop("mqtt_timestamp")
                 item = {**item, "params": params}
                 if stamp in self._timestamps:
-                    log.debug("Duplicate MQTT API request {stamp}", stamp=stamp)
+                    self.log.debug("Duplicate MQTT API request {stamp}", stamp=stamp)
                     if "id" in item:
                         duplicates.append(
                             {"jsonrpc": "2.0", "error": {"code": DUPLICATE_REQUEST, "message": "Duplicate MQTT Request"}, "id": item["id"]}
@@ -308,7 +307,7 @@ class MQTTPlugin:
         self.client.publish_topic(self.response_topic, jsonutil.dumpb(msg), self.api_qos).addErrback(self._log_publish)
 
     def _log_publish(self, failure: Any) -> None:
-        log.info("MQTT publish failed: {error}", error=failure.getErrorMessage())
+        self.log.info("MQTT publish failed: {error}", error=failure.getErrorMessage())
 
     # Klipper status ------------------------------------------------------------------------------
 

@@ -40,8 +40,6 @@ from moontwist.api.errors import ServerError
 
 __all__ = ["MQTTClient", "SubscriptionHandle", "PROTOCOLS", "encode_payload"]
 
-log = Logger()
-
 PROTOCOLS = {
     "v3.1": MQTTProtocolVersion.MQTTv31,
     "v3.1.1": MQTTProtocolVersion.MQTTv311,
@@ -178,8 +176,10 @@ class MQTTClient:
         default_qos: int = 0,
         instance_name: str = "",
         will: tuple[str, bytes, int, bool] | None = None,
+        log: Logger,
     ) -> None:
         self.reactor = reactor
+        self.log = log
         self.address = address
         self.port = port
         self.tls = tls
@@ -247,7 +247,7 @@ class MQTTClient:
             try:
                 handler(*args)
             except Exception:
-                log.failure("MQTT event handler {handler} failed", handler=handler)
+                self.log.failure("MQTT event handler {handler} failed", handler=handler)
 
     # the service interface ----------------------------------------------------------------
 
@@ -487,7 +487,7 @@ class MQTTClient:
 
     def _note_error(self, message: str) -> None:
         if message != self.last_error:
-            log.warn("{message}", message=message)
+            self.log.warn("{message}", message=message)
         self.last_error = message
 
     # paho callbacks -----------------------------------------------------------------------------
@@ -569,7 +569,7 @@ class MQTTClient:
         self.connected = True
         self.last_error = None
         self._retry_delay = RETRY_FIRST
-        log.info("Connected to MQTT broker {address}:{port}", address=self.address, port=self.port)
+        self.log.info("Connected to MQTT broker {address}:{port}", address=self.address, port=self.port)
         topics = [(topic, max(h.qos for h in handles)) for topic, handles in self._subs.items()]
         topics += [(topic, qos) for topic, (qos, _) in self._filters.items()]
         if topics:
@@ -586,7 +586,7 @@ class MQTTClient:
             self._stopped.callback(None)
             return
         if was_connected:
-            log.warn(
+            self.log.warn(
                 "Lost the MQTT broker {address}:{port}: {reason}", address=self.address, port=self.port,
                 reason=reason.getName() if hasattr(reason, "getName") else reason,
             )
@@ -612,12 +612,12 @@ class MQTTClient:
         try:
             result = callback(*args)
         except Exception:
-            log.failure("MQTT callback {callback} failed", callback=callback)
+            self.log.failure("MQTT callback {callback} failed", callback=callback)
             return
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if isinstance(result, Deferred):
-            result.addErrback(lambda f: log.failure("MQTT callback {callback} failed", f, callback=callback))
+            result.addErrback(lambda f: self.log.failure("MQTT callback {callback} failed", f, callback=callback))
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         d = self._acks.pop(mid, None)
@@ -631,4 +631,4 @@ class MQTTClient:
     def _on_ack(self, client: Any, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         for reason in reasons:
             if reason.is_failure:
-                log.warn("MQTT broker refused a (un)subscription: {reason}", reason=reason.getName())
+                self.log.warn("MQTT broker refused a (un)subscription: {reason}", reason=reason.getName())

@@ -28,7 +28,6 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.logger import Logger
 
 from moontwist import __version__, jsonutil
 
@@ -39,8 +38,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["HomeAssistantDiscovery", "node_id", "heater_objects"]
-
-log = Logger()
 
 OWNER = "mqtt_home_assistant"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -64,6 +61,7 @@ class HomeAssistantDiscovery:
 
     def __init__(self, server: Server, client: MQTTClient, prefix: str, enabled: bool) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.client = client
         self.prefix = prefix.strip("/")
         self.enabled = enabled
@@ -232,7 +230,7 @@ class HomeAssistantDiscovery:
         for heater in self.heaters:
             objects[heater] = ["temperature", "target"]
         klippy.add_subscription(OWNER, objects).addErrback(
-            lambda f: log.info("Home Assistant status subscription: {e}", e=f.getErrorMessage())
+            lambda f: self.log.info("Home Assistant status subscription: {e}", e=f.getErrorMessage())
         )
 
     def klippy_state_changed(self, state: str) -> None:
@@ -277,7 +275,7 @@ class HomeAssistantDiscovery:
     def _existing_config(self, message: MQTTMessage) -> None:
         """A config retained on the broker: clear it unless it is one of ours now."""
         if message.retain and message.payload and message.topic not in self.configs:
-            log.info("Removing Home Assistant discovery config {topic}", topic=message.topic)
+            self.log.info("Removing Home Assistant discovery config {topic}", topic=message.topic)
             self._clear(message.topic)
 
     def _existing_power_state(self, message: MQTTMessage) -> None:
@@ -294,22 +292,22 @@ class HomeAssistantDiscovery:
             return None
         if message.retain:
             # kept by the broker, it would switch the device again at every connect
-            log.warn("Ignoring a retained power command on {topic}", topic=message.topic)
+            self.log.warn("Ignoring a retained power command on {topic}", topic=message.topic)
             return None
         word = message.payload[:MAX_COMMAND].decode("utf-8", "replace").strip()
         action = POWER_COMMANDS.get(word.upper()) if len(message.payload) <= MAX_COMMAND else None
         if action is None:
-            log.warn("Power command {word!r} on {topic}: expected ON, OFF or TOGGLE", word=word, topic=message.topic)
+            self.log.warn("Power command {word!r} on {topic}: expected ON, OFF or TOGGLE", word=word, topic=message.topic)
             return None
         plugins = self.server.plugins
         if plugins is None or not plugins.is_started("power"):
-            log.warn("Power command on {topic} ignored: the power plugin is not running", topic=message.topic)
+            self.log.warn("Power command on {topic} ignored: the power plugin is not running", topic=message.topic)
             return None
-        log.info("Home Assistant: power {name} {action}", name=target.name, action=action)
+        self.log.info("Home Assistant: power {name} {action}", name=target.name, action=action)
 
         def refused(failure: Any) -> None:
             error = getattr(failure.value, "message", None) or failure.getErrorMessage()
-            log.warn("Home Assistant: power {name} {action} refused: {error}", name=target.name, action=action, error=error)
+            self.log.warn("Home Assistant: power {name} {action} refused: {error}", name=target.name, action=action, error=error)
             self._publish_power_state(key, target)
 
         return ensureDeferred(target.request(action)).addErrback(refused)
@@ -352,5 +350,5 @@ class HomeAssistantDiscovery:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         self.client.publish_topic(topic, payload, retain=True).addErrback(
-            lambda f: log.info("Home Assistant publish to {topic} failed: {e}", topic=topic, e=f.getErrorMessage())
+            lambda f: self.log.info("Home Assistant publish to {topic} failed: {e}", topic=topic, e=f.getErrorMessage())
         )

@@ -14,8 +14,6 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from twisted.logger import Logger
-
 from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint, Unwrapped
 from moontwist.config import Config
@@ -28,8 +26,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["OctoPrintPlugin", "OCTOPRINT_VERSION"]
-
-log = Logger()
 
 OCTOPRINT_VERSION = "1.5.0"
 HTTP = frozenset({"http"})
@@ -72,6 +68,7 @@ class OctoPrintPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section(self.section)
         self.enable_ufp = section.getboolean("enable_ufp", True)
         self.webcam = {
@@ -130,7 +127,7 @@ class OctoPrintPlugin:
             wanted.update((name, ["temperature", "target"]) for name in heaters)
             await klippy.add_subscription(OWNER, wanted)
         except ServerError as exc:  # Klippy went away meanwhile: OctoPrint clients see "Offline"
-            log.info("OctoPrint status unavailable: {e}", e=exc.message)
+            self.log.info("OctoPrint status unavailable: {e}", e=exc.message)
             return {}
         return klippy.status
 
@@ -254,7 +251,7 @@ class OctoPrintPlugin:
             try:
                 await klippy.gcode(line)
             except ServerError as exc:  # OctoPrint doesn't report failed commands either
-                log.info("OctoPrint command {line!r} failed: {e}", line=line, e=exc.message)
+                self.log.info("OctoPrint command {line!r} failed: {e}", line=line, e=exc.message)
         return Unwrapped({})
 
     async def profiles(self, request: APIRequest) -> Unwrapped:
@@ -311,7 +308,7 @@ class OctoPrintPlugin:
         try:
             await start(rel, user)
         except ServerError as exc:
-            log.info("OctoPrint select of {rel} did not start a print: {e}", rel=rel, e=exc.message)
+            self.log.info("OctoPrint select of {rel} did not start a print: {e}", rel=rel, e=exc.message)
             return False
         return True
 
@@ -407,7 +404,7 @@ class OctoPrintPlugin:
         try:
             await manager.in_thread(_write_thumbnail, manager.roots.get("gcodes").realpath, full, png)
         except OSError as exc:
-            log.warn("Thumbnail of {path} not stored: {e}", path=full, e=exc)
+            self.log.warn("Thumbnail of {path} not stored: {e}", path=full, e=exc)
 
 
 def _write_thumbnail(root_real: str, gcode_full: str, png: bytes | None) -> None:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredLock, ensureDeferred
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.config import ConfigError, ConfigSection
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
     from moontwist.plugins.power.plugin import PowerPlugin
 
 __all__ = ["PowerDevice", "PowerDriver", "DeviceError", "DeviceTimeout", "STATES", "ACTIONS"]
-
-log = Logger()
 
 STATES = ("init", "on", "off", "error")
 ACTIONS = ("on", "off", "toggle")
@@ -66,6 +63,7 @@ class PowerDriver:
 
     def __init__(self, device: PowerDevice, section: ConfigSection) -> None:
         self.device = device
+        self.log = device.server.logger(type(self).__module__)
         #: whether ``read_energy`` works (set by types with an energy meter)
         self.reports_energy = False
 
@@ -115,6 +113,7 @@ class PowerDevice:
     ) -> None:
         self.plugin = plugin
         self.server = plugin.server
+        self.log = plugin.log
         self.reactor = self.server.reactor
         self.name = name
         self.type = type_name
@@ -284,7 +283,7 @@ class PowerDevice:
         try:
             await self._call(self.driver.stop())
         except DeviceError as exc:
-            log.warn("Power device {name}: stopping failed: {error}", name=self.name, error=_describe(exc))
+            self.log.warn("Power device {name}: stopping failed: {error}", name=self.name, error=_describe(exc))
 
     async def _initialize(self, round_: int) -> None:
         while not self._stopped and round_ == self._init_round:
@@ -306,7 +305,7 @@ class PowerDevice:
             return
         wanted = "on" if self.initial_state else "off"
         if self.state != wanted:
-            log.info("Power device {name}: initial state {state}", name=self.name, state=wanted)
+            self.log.info("Power device {name}: initial state {state}", name=self.name, state=wanted)
             try:
                 self.state = self._check_state(await self._call(self.driver.set_state(wanted)))
             except DeviceError as exc:
@@ -342,7 +341,7 @@ class PowerDevice:
 
     def _off_for_shutdown(self) -> None:
         if self.server.klippy_state == "shutdown":
-            log.info("Power device {name}: Klippy is shut down, powering off", name=self.name)
+            self.log.info("Power device {name}: Klippy is shut down, powering off", name=self.name)
             self.plugin.set_device_power(self.name, "off")
 
     # internals ----------------------------------------------------------------------------
@@ -392,12 +391,12 @@ class PowerDevice:
     def _failed(self, what: str, exc: DeviceError) -> None:
         message = f"{what}: {exc}"
         if message != self.last_error and not self._stopped:
-            log.warn("Power device {name}: {message}", name=self.name, message=message)
+            self.log.warn("Power device {name}: {message}", name=self.name, message=message)
         self.last_error = message
 
     def _succeeded(self) -> None:
         if self.last_error is not None:
-            log.info("Power device {name} answers again", name=self.name)
+            self.log.info("Power device {name} answers again", name=self.name)
         self.last_error = None
 
     def _publish(self) -> bool:
@@ -440,11 +439,11 @@ class PowerDevice:
     def _restart_klipper(self, klippy_state: str) -> None:
         self.need_restart = False
         if klippy_state == "ready":
-            log.info("Power device {name}: Klippy is ready, no FIRMWARE_RESTART needed", name=self.name)
+            self.log.info("Power device {name}: Klippy is ready, no FIRMWARE_RESTART needed", name=self.name)
             return
         if self._restart_call is not None and self._restart_call.active():
             return
-        log.info("Power device {name}: FIRMWARE_RESTART in {delay} s", name=self.name, delay=self.restart_delay)
+        self.log.info("Power device {name}: FIRMWARE_RESTART in {delay} s", name=self.name, delay=self.restart_delay)
         self._restart_call = self.reactor.callLater(self.restart_delay, self._firmware_restart)
 
     def _firmware_restart(self) -> None:
@@ -453,7 +452,7 @@ class PowerDevice:
             return
         d = klippy.request("gcode/script", {"script": "FIRMWARE_RESTART"}, timeout=None)
         # Klippy may drop the connection before it replies
-        d.addErrback(lambda f: log.info("FIRMWARE_RESTART: {error}", error=f.getErrorMessage()))
+        d.addErrback(lambda f: self.log.info("FIRMWARE_RESTART: {error}", error=f.getErrorMessage()))
 
     def _sync_services(self) -> None:
         if not self.bound_services or self.state not in ("on", "off"):
@@ -464,21 +463,21 @@ class PowerDevice:
     async def _service_action(self, action: str) -> None:
         provider = self.server.lookup("machine_provider")
         if provider is None:
-            log.warn("Power device {name}: no machine provider to {action} bound services", name=self.name, action=action)
+            self.log.warn("Power device {name}: no machine provider to {action} bound services", name=self.name, action=action)
             return
         for service in self.bound_services:
-            log.info("Power device {name}: {action} bound service {service}", name=self.name, action=action, service=service)
+            self.log.info("Power device {name}: {action} bound service {service}", name=self.name, action=action, service=service)
             try:
                 await getattr(provider, action)(service)
             except Exception as exc:
-                log.warn(
+                self.log.warn(
                     "Power device {name}: could not {action} bound service {service}: {error}",
                     name=self.name, action=action, service=service, error=_describe(exc),
                 )
 
     def _in_background(self, work: Any, what: str) -> None:
         def failed(failure: Any) -> None:
-            log.failure("Power device {name}: {what} failed", failure, name=self.name, what=what)
+            self.log.failure("Power device {name}: {what} failed", failure, name=self.name, what=what)
 
         ensureDeferred(work).addErrback(failed)
 

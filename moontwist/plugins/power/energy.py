@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from moontwist.history_fields import HistoryField
 
@@ -22,14 +21,13 @@ if TYPE_CHECKING:
 
 __all__ = ["EnergyRecorder"]
 
-log = Logger()
-
 
 class EnergyRecorder:
     """Reads the meters into the history fields."""
 
     def __init__(self, plugin: PowerPlugin) -> None:
         self.plugin = plugin
+        self.log = plugin.log
         self.loops: list[LoopingCall] = []
 
     @property
@@ -69,7 +67,7 @@ class EnergyRecorder:
                 device.energy_field.update(value)
 
         return ensureDeferred(read()).addErrback(
-            lambda f: log.failure("Power device {name}: energy reading failed", f, name=device.name)
+            lambda f: self.log.failure("Power device {name}: energy reading failed", f, name=device.name)
         )
 
     def stop(self) -> None:

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
-
 if TYPE_CHECKING:
     from moontwist.plugins.power.device import PowerDevice
     from moontwist.plugins.power.plugin import PowerPlugin
 
 __all__ = ["IdleWatch", "SUBSCRIPTION"]
-
-log = Logger()
 
 SUBSCRIPTION = {"idle_timeout": ["state"]}
 
@@ -29,6 +25,7 @@ class IdleWatch:
     def __init__(self, plugin: PowerPlugin) -> None:
         self.plugin = plugin
         self.server = plugin.server
+        self.log = plugin.log
         self.timers: dict[str, Any] = {}
 
     @property
@@ -66,7 +63,7 @@ class IdleWatch:
         self.timers.pop(device.name, None)
         if self.busy() or device.state != "on":
             return
-        log.info(
+        self.log.info(
             "Power device {name}: printer idle for {minutes:g} min, powering off",
             name=device.name, minutes=device.off_when_idle,
         )

@@ -25,15 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from moontwist.config import ConfigError, ConfigSection
 from moontwist.plugins.power.device import DeviceError, DeviceTimeout, PowerDevice, PowerDriver
 from moontwist.plugins.power.templates import TemplateFailed
 
 __all__ = ["MQTTDriver", "MISSING_MQTT", "missing_mqtt"]
-
-log = Logger()
 
 MISSING_MQTT = "type 'mqtt' requires the [mqtt] section / mqtt plugin, which is not loaded"
 
@@ -115,7 +112,7 @@ class MQTTDriver(PowerDriver):
     def _first_connect(self, connected: bool) -> None:
         """The broker could not be reached at start-up within the device's timeout."""
         if not connected and not self.stopped and self.device.state == "init":
-            log.warn("Power device {name}: the MQTT broker is not connected", name=self.device.name)
+            self.log.warn("Power device {name}: the MQTT broker is not connected", name=self.device.name)
             self.device.report("error")
 
     def _connection_changed(self, connected: bool) -> None:
@@ -163,7 +160,7 @@ class MQTTDriver(PowerDriver):
                 waiter.callback(result)
         elif report:
             if isinstance(result, DeviceError):
-                log.warn("Power device {name}: {error}", name=self.device.name, error=str(result))
+                self.log.warn("Power device {name}: {error}", name=self.device.name, error=str(result))
                 self.device.report("error")
             else:
                 self.device.report(result)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import DeferredList, ensureDeferred
-from twisted.logger import Logger
 
 from moontwist.api.args import Arg
 from moontwist.api.errors import ServerError
@@ -42,8 +41,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["PowerPlugin", "BUILTIN_TYPES"]
-
-log = Logger()
 
 # type name -> "module:class" inside moontwist.plugins.power; imported when registered
 BUILTIN_TYPES: dict[str, str] = {
@@ -85,10 +82,11 @@ class PowerPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.types: dict[str, type[PowerDriver]] = {}
         self.type_owners: dict[str, str] = {}
         server.plugins.call_registration("register_power_device_types", self._type_registrar, server=server)
-        self.templates = Templates(server.reactor, config.secrets())
+        self.templates = Templates(server.reactor, config.secrets(), server.logger(Templates.__module__))
         self.http = DeviceHTTP(server.reactor)
         self.devices: dict[str, PowerDevice] = {}
         self.groups: dict[str, PowerGroup] = {}
@@ -101,7 +99,7 @@ class PowerPlugin:
                 self._load(section_name, lambda name, s=section_name: self._group(config, s, name))
         self.idle = IdleWatch(self)
         self.energy = EnergyRecorder(self)
-        log.info("Power devices: {names}", names=", ".join(self.devices) or "none")
+        self.log.info("Power devices: {names}", names=", ".join(self.devices) or "none")
         server.provide("power", self)  # Home Assistant discovery shows the devices as switches
 
     def _type_registrar(self, plugin: str) -> Any:
@@ -134,7 +132,7 @@ class PowerPlugin:
             self._warn(f"Power device [{section_name}] not loaded: {exc}")
             return
         except Exception as exc:
-            log.failure("Power device [{section}] failed to load", section=section_name)
+            self.log.failure("Power device [{section}] failed to load", section=section_name)
             self._warn(f"Power device [{section_name}] not loaded: {type(exc).__name__}: {exc}")
             return
         if isinstance(built, PowerGroup):
@@ -143,7 +141,7 @@ class PowerPlugin:
             self.devices[name] = built
 
     def _warn(self, message: str) -> None:
-        log.warn("{message}", message=message)
+        self.log.warn("{message}", message=message)
         self.warnings.append(message)
 
     def _device(self, config: Config, section_name: str, name: str) -> PowerDevice:
@@ -226,7 +224,7 @@ class PowerPlugin:
         self._check_bound_services()
         for device in list(self.devices.values()):
             ensureDeferred(device.start()).addErrback(
-                lambda f, name=device.name: log.failure("Power device {name} failed to start", f, name=name)
+                lambda f, name=device.name: self.log.failure("Power device {name} failed to start", f, name=name)
             )
         if server.klippy is not None and self.idle.devices:
             server.klippy.add_subscription("power", SUBSCRIPTION).addErrback(lambda f: None)
@@ -290,7 +288,7 @@ class PowerPlugin:
         filename = queue[0].get("filename", "unknown") if queue and isinstance(queue[0], dict) else "unknown"
         for device in self.devices.values():
             if device.on_when_job_queued:
-                log.info("Power device {name}: job {filename} queued, powering on", name=device.name, filename=filename)
+                self.log.info("Power device {name}: job {filename} queued, powering on", name=device.name, filename=filename)
                 self.set_device_power(device.name, "on")
 
     # called by devices ----------------------------------------------------------------------
@@ -314,12 +312,12 @@ class PowerPlugin:
         """Switch a device or group in the background (timers, remote methods, events)."""
         target = self.find(name)
         if target is None:
-            log.warn("set_device_power: no power device named {name}", name=name)
+            self.log.warn("set_device_power: no power device named {name}", name=name)
             return
 
         def failed(failure: Any) -> None:
             error = failure.value
-            log.warn(
+            self.log.warn(
                 "Power device {name}: {action} failed: {error}", name=name, action=state,
                 error=error.message if isinstance(error, ServerError) else failure.getErrorMessage(),
             )
@@ -334,10 +332,10 @@ class PowerPlugin:
         else:
             action = ""
         if action not in ACTIONS:
-            log.warn("set_device_power: invalid state {state!r} (on, off or toggle)", state=state)
+            self.log.warn("set_device_power: invalid state {state!r} (on, off or toggle)", state=state)
             return
         if not isinstance(device, str):
-            log.warn("set_device_power: invalid device {device!r}", device=device)
+            self.log.warn("set_device_power: invalid device {device!r}", device=device)
             return
         self.set_device_power(device, action, force=force is True or str(force).lower() == "true")
 

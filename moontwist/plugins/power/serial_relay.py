@@ -22,7 +22,6 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.serialport import SerialPort
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from moontwist.config import ConfigError, ConfigSection
@@ -30,7 +29,6 @@ from moontwist.plugins.power.device import DeviceError, PowerDevice, PowerDriver
 
 __all__ = ["SerialRelayDriver", "parse_bytes"]
 
-log = Logger()
 MAX_BUFFER = 4096
 _ESCAPES = {"\\r": "\r", "\\n": "\n", "\\t": "\t", "\\\\": "\\"}
 
@@ -106,7 +104,7 @@ class SerialRelayDriver(PowerDriver):
             self._schedule_reconnect()
             raise DeviceError(f"can't open {self.path}: {exc}") from None
         self.port, self.link, self.buffer = port, link, b""
-        log.info("Power device {name}: {path} open", name=self.device.name, path=self.path)
+        self.log.info("Power device {name}: {path} open", name=self.device.name, path=self.path)
         return port
 
     def lost(self, link: _Link, reason: Any) -> None:
@@ -117,7 +115,7 @@ class SerialRelayDriver(PowerDriver):
             self.waiter.errback(DeviceError(f"{self.path} went away"))
         if self.stopped:
             return
-        log.warn("Power device {name}: {path} went away", name=self.device.name, path=self.path)
+        self.log.warn("Power device {name}: {path} went away", name=self.device.name, path=self.path)
         self.device.report("error")
         self._schedule_reconnect()
 

@@ -21,19 +21,12 @@ from moontwist.config import ConfigError, ConfigSection
 
 __all__ = ["Templates", "Template", "TemplateFailed"]
 
-log = Logger()
-
-
 class TemplateFailed(Exception):
     """A template could not be rendered (or called ``raise_error``); the message says why."""
 
 
 def _raise_error(message: str, code: int = 400) -> None:
     raise TemplateFailed(str(message))
-
-
-def _log_debug(message: Any) -> None:
-    log.debug("Template: {message}", message=message)
 
 
 class Template:
@@ -64,8 +57,9 @@ class Template:
 class Templates:
     """The sandboxed environments of one power plugin (one server)."""
 
-    def __init__(self, reactor: Any, secrets: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, reactor: Any, secrets: dict[str, dict[str, Any]], log: Logger) -> None:
         self.reactor = reactor
+        self.log = log
         options: dict[str, Any] = {
             "block_start_string": "{%",
             "block_end_string": "%}",
@@ -77,8 +71,11 @@ class Templates:
         self.async_env = SandboxedEnvironment(enable_async=True, **options)
         for env in (self.sync_env, self.async_env):
             env.filters["fromjson"] = jsonutil.loads
-            env.globals.update(secrets=secrets, raise_error=_raise_error, log_debug=_log_debug)
+            env.globals.update(secrets=secrets, raise_error=_raise_error, log_debug=self._log_debug)
         self.async_env.globals["async_sleep"] = self.sleep
+
+    def _log_debug(self, message: Any) -> None:
+        self.log.debug("Template: {message}", message=message)
 
     def sleep(self, seconds: float) -> Any:
         """``async_sleep(seconds)`` inside async templates: a reactor delay, never a blocked thread."""

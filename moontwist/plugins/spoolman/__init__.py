@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.args import Arg
@@ -32,8 +31,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["SpoolmanPlugin"]
-
-log = Logger()
 
 OWNER = "spoolman"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -64,6 +61,7 @@ class SpoolmanPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         section = config.section(self.section)
         url = section.get("server")
         try:
@@ -71,7 +69,7 @@ class SpoolmanPlugin:
         except ValueError as exc:
             raise ConfigError(f"[spoolman] server: {exc}") from None
         self.sync_rate = section.getint("sync_rate", 5, minval=1)
-        self.peer = SpoolmanPeer(server.reactor, url, self._connection_changed, self._event)
+        self.peer = SpoolmanPeer(server.reactor, url, self._connection_changed, self._event, server.logger(SpoolmanPeer.__module__))
         db = server.lookup("database")
         if db is None:
             raise RuntimeError("the spoolman plugin needs the database plugin")
@@ -150,7 +148,7 @@ class SpoolmanPlugin:
             if str(key).isdigit() and isinstance(length, (int, float)) and length > 0:
                 self.pending[int(key)] = float(length)
         if self.pending:
-            log.info("Spoolman: {n} usage report(s) kept from the last run", n=len(self.pending))
+            self.log.info("Spoolman: {n} usage report(s) kept from the last run", n=len(self.pending))
         self.peer.start()
         self.loop.start(self.sync_rate, now=False)
 
@@ -176,10 +174,10 @@ class SpoolmanPlugin:
             self.highest_epos = self.last_epos = None
             wanted = {"toolhead": ["position", "extruder"]}
             server.klippy.add_subscription(OWNER, wanted).addErrback(
-                lambda f: log.warn("Spoolman can't follow the extruder: {e}", e=f.getErrorMessage()))
+                lambda f: self.log.warn("Spoolman can't follow the extruder: {e}", e=f.getErrorMessage()))
             # the position now, whenever the subscription's first push comes
             server.klippy.query(wanted).addCallbacks(
-                self._subscribed, lambda f: log.warn("Spoolman can't read the extruder: {e}", e=f.getErrorMessage()))
+                self._subscribed, lambda f: self.log.warn("Spoolman can't read the extruder: {e}", e=f.getErrorMessage()))
         elif state in ("disconnected", "shutdown", "error"):
             self.highest_epos = self.last_epos = None
 
@@ -240,11 +238,11 @@ class SpoolmanPlugin:
     def _tick(self) -> None:
         if self.peer.connected and self.pending and not self.reporting:
             Deferred.fromCoroutine(self._report()).addErrback(
-                lambda f: log.failure("Reporting filament use to Spoolman failed", f)
+                lambda f: self.log.failure("Reporting filament use to Spoolman failed", f)
             )
         elif self.pending_dirty and not self.reporting:
             Deferred.fromCoroutine(self._save_pending()).addErrback(
-                lambda f: log.warn("Saving Spoolman reports failed: {e}", e=f.getErrorMessage())
+                lambda f: self.log.warn("Saving Spoolman reports failed: {e}", e=f.getErrorMessage())
             )
 
     async def _report(self) -> None:
@@ -261,7 +259,7 @@ class SpoolmanPlugin:
                     self._report_failed(spool_id, exc.message)
                     break
                 if resp.status == 404 and resp.valid_json:
-                    log.info("Spoolman has no spool {id}: {mm:.1f} mm of usage dropped", id=spool_id, mm=length)
+                    self.log.info("Spoolman has no spool {id}: {mm:.1f} mm of usage dropped", id=spool_id, mm=length)
                     self.pending.pop(spool_id, None)
                     self._spool_gone(spool_id)
                 elif not resp.ok:
@@ -280,13 +278,13 @@ class SpoolmanPlugin:
             if changed:
                 await self._save_pending()
         except Exception:
-            log.failure("Spoolman report failed")
+            self.log.failure("Spoolman report failed")
         finally:
             self.reporting = False
 
     def _report_failed(self, spool_id: int, message: str) -> None:
         if message != self.error_logged:
-            log.info("Spoolman usage report for spool {id} failed (kept for later): {e}", id=spool_id, e=message)
+            self.log.info("Spoolman usage report for spool {id} failed (kept for later): {e}", id=spool_id, e=message)
             self.error_logged = message
 
     # Spoolman connection -----------------------------------------------------------------------
@@ -306,7 +304,7 @@ class SpoolmanPlugin:
             for spool_id in sorted(set(self.active.values())):
                 await self._check_spool(spool_id)
         except (ServerError, ValueError) as exc:
-            log.info("Spoolman: checking the active spools failed: {e}", e=getattr(exc, "message", exc))
+            self.log.info("Spoolman: checking the active spools failed: {e}", e=getattr(exc, "message", exc))
         if self.pending and not self.reporting:
             await self._report()
 
@@ -314,7 +312,7 @@ class SpoolmanPlugin:
         """Whether Spoolman has the spool (None when it can't tell); a missing one is no longer active."""
         resp = await self.peer.request("GET", f"/v1/spool/{spool_id}")
         if resp.status == 404 and resp.valid_json:
-            log.info("Spoolman has no spool {id}; it is no longer active", id=spool_id)
+            self.log.info("Spoolman has no spool {id}; it is no longer active", id=spool_id)
             self._spool_gone(spool_id)
             return False
         if resp.ok and isinstance(resp.data, dict):
@@ -330,7 +328,7 @@ class SpoolmanPlugin:
             return
         if event.get("type") == "deleted":
             if spool_id in self.active.values():
-                log.info("Spool {id} was deleted in Spoolman", id=spool_id)
+                self.log.info("Spool {id} was deleted in Spoolman", id=spool_id)
                 self.pending.pop(spool_id, None)
                 self._spool_gone(spool_id)
         elif spool_id in self.active.values() or spool_id in self.spools:
@@ -359,8 +357,8 @@ class SpoolmanPlugin:
             d = self.store.insert("spoolman.spool_id", spool_id)
         else:
             d = self.store.insert("spoolman.tool_spools", {str(t): s for t, s in self.active.items() if t})
-        d.addErrback(lambda f: log.warn("Saving the active spool failed: {e}", e=f.getErrorMessage()))
-        log.info("Active spool of T{tool}: {id}", tool=tool, id=spool_id)
+        d.addErrback(lambda f: self.log.warn("Saving the active spool failed: {e}", e=f.getErrorMessage()))
+        self.log.info("Active spool of T{tool}: {id}", tool=tool, id=spool_id)
         if tool == 0:  # what frontends know: the printer's one active spool
             self.server.notify("notify_active_spool_set", {"spool_id": spool_id})
         self.server.notify("notify_spoolman_tool_spool_set", {"tool": tool, "spool_id": spool_id,
@@ -377,7 +375,7 @@ class SpoolmanPlugin:
             if not 0 <= number < MAX_TOOLS:
                 raise ValueError(tool)
         except (TypeError, ValueError):
-            log.warn("spoolman_set_active_spool: invalid spool_id {id!r} or tool {tool!r}", id=spool_id, tool=tool)
+            self.log.warn("spoolman_set_active_spool: invalid spool_id {id!r} or tool {tool!r}", id=spool_id, tool=tool)
             return None
         self.set_active(number, new)
         if new is not None and self.peer.connected:
@@ -403,7 +401,7 @@ class SpoolmanPlugin:
             try:
                 exists = await self._check_spool(spool_id)
             except ServerError as exc:  # can't tell now: checked again when Spoolman answers
-                log.info("Spool {id} not verified: {e}", id=spool_id, e=exc.message)
+                self.log.info("Spool {id} not verified: {e}", id=spool_id, e=exc.message)
                 exists = None
             if exists is False:
                 raise ServerError(f"Invalid argument 'spool_id': Spoolman has no spool {spool_id}", 404)

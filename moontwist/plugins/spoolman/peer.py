@@ -25,8 +25,6 @@ from moontwist.api.errors import ServerError
 
 __all__ = ["SpoolmanPeer", "Response", "parse_server_url"]
 
-log = Logger()
-
 REQUEST_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 MAX_RESPONSE = 32 * 1024 * 1024
@@ -90,8 +88,10 @@ class SpoolmanPeer:
         server_url: str,
         on_connected: Callable[[bool], None],
         on_event: Callable[[dict[str, Any]], None],
+        log: Logger,
     ) -> None:
         self.reactor = reactor
+        self.log = log
         self.base_url, self.ws_url = parse_server_url(server_url)
         self.on_connected = on_connected
         self.on_event = on_event
@@ -153,7 +153,7 @@ class SpoolmanPeer:
 
     def _note_error(self, message: str) -> None:
         if message != self._last_error:  # one log line per distinct failure, not one per retry
-            log.info("{message}", message=message)
+            self.log.info("{message}", message=message)
             self._last_error = message
 
     def _schedule(self) -> None:
@@ -165,7 +165,7 @@ class SpoolmanPeer:
         self._socket = socket
         self._last_error = None
         self.connected = True
-        log.info("Connected to Spoolman at {url}", url=self.ws_url)
+        self.log.info("Connected to Spoolman at {url}", url=self.ws_url)
         self.on_connected(True)
 
     def _closed(self, socket: _SpoolmanSocket, code: int | None, reason: str | None) -> None:
@@ -176,7 +176,7 @@ class SpoolmanPeer:
             return
         self._socket = None
         self.connected = False
-        log.info("Spoolman disconnected: {code} {reason}", code=code, reason=reason or "")
+        self.log.info("Spoolman disconnected: {code} {reason}", code=code, reason=reason or "")
         self.on_connected(False)
         self._schedule()
 
@@ -184,7 +184,7 @@ class SpoolmanPeer:
         try:
             event = jsonutil.loads(payload)
         except ValueError:
-            log.info("Spoolman sent a websocket message that is not JSON; ignored")
+            self.log.info("Spoolman sent a websocket message that is not JSON; ignored")
             return
         if isinstance(event, dict):
             self.on_event(event)

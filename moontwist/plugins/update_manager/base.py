@@ -132,6 +132,7 @@ class Updater:
     def __init__(self, manager: Manager, name: str, options: UpdaterOptions | None = None) -> None:
         self.manager = manager
         self.server = manager.server
+        self.log = self.server.logger(type(self).__module__)
         self.name = name
         self.options = options
         self.refresh_interval = manager.refresh_interval

@@ -20,7 +20,6 @@ import tempfile
 from typing import Any, ClassVar
 
 from twisted.internet import threads
-from twisted.logger import Logger
 
 from moontwist.api.errors import ServerError
 from moontwist.plugins.update_manager.base import AppUpdater, Manager, UpdaterOptions
@@ -28,8 +27,6 @@ from moontwist.plugins.update_manager.git import Git, GitError, normalize_url
 from moontwist.plugins.update_manager.versions import UNKNOWN, GitVersion
 
 __all__ = ["GitRepoUpdater"]
-
-log = Logger()
 
 SOURCE_EXTENSIONS = (".py", ".c", ".cpp")
 MAX_UNTAGGED_COMMITS = 30
@@ -223,7 +220,7 @@ class GitRepoUpdater(AppUpdater):
         try:
             await self._read_repo(fetch)
         except (GitError, ServerError) as exc:
-            log.info("Git repo {name}: refresh failed: {error}", name=self.name, error=exc.message)
+            self.log.info("Git repo {name}: refresh failed: {error}", name=self.name, error=exc.message)
             if raise_errors:
                 raise
         finally:
@@ -270,11 +267,11 @@ class GitRepoUpdater(AppUpdater):
     async def _read_status(self) -> bool:
         self.repo_valid = False
         if self.git.git_dir is None:
-            log.info("Git repo {name}: '{path}' is not a git repo", name=self.name, path=self.path)
+            self.log.info("Git repo {name}: '{path}' is not a git repo", name=self.name, path=self.path)
             return False
         if await self.git.clear_stale_lock(self.manager.lock_wait):
             self.stale_lock_removed = True
-            log.warn("Git repo {name}: removed a stale index.lock", name=self.name)
+            self.log.warn("Git repo {name}: removed a stale index.lock", name=self.name)
         for attempt in range(2):
             try:
                 out = await self.git.run("status", "--porcelain", "-b")

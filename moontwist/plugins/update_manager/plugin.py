@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, DeferredLock
-from twisted.logger import Logger
 
 import moontwist
 from moontwist.api.args import Arg
@@ -56,8 +55,6 @@ if TYPE_CHECKING:
     from moontwist.server import Server
 
 __all__ = ["UpdateManagerPlugin"]
-
-log = Logger()
 
 NAMESPACE = "update_manager"
 SECTION_PREFIX = "update_manager "
@@ -105,6 +102,7 @@ class UpdateManagerPlugin:
     @hookimpl
     def configure(self, server: Server, config: Config) -> None:
         self.server = server
+        self.log = server.logger(__name__)
         self.reactor = server.reactor
         section = config.section("update_manager")
         self.auto_refresh = section.getboolean("enable_auto_refresh", False)
@@ -264,7 +262,7 @@ class UpdateManagerPlugin:
         stored = stored if isinstance(stored, dict) else {}
         for key in list(stored):
             if key not in self.updaters:
-                log.info("Removing stale update_manager data: {key}", key=key)
+                self.log.info("Removing stale update_manager data: {key}", key=key)
                 self.store_ns.delete(key)
         machine = self.server.lookup("machine_provider")
         for name, updater in self.updaters.items():
@@ -325,7 +323,7 @@ class UpdateManagerPlugin:
         if not self.running:
             return
         if self.server.printing:
-            log.info("Klippy is printing, update refresh postponed")
+            self.log.info("Klippy is printing, update refresh postponed")
             self._schedule(self.AUTO_REFRESH_CHECK if self.initial_refresh_complete else self.PRINTING_RETRY)
             return
         if self.initial_refresh_complete and not self.within_window():
@@ -344,7 +342,7 @@ class UpdateManagerPlugin:
                     await updater.refresh()
                     refreshed = True
         except Exception:
-            log.failure("Unable to refresh update status")
+            self.log.failure("Unable to refresh update status")
         finally:
             self.initial_refresh_complete = True
             self.lock.release()
@@ -357,7 +355,7 @@ class UpdateManagerPlugin:
     def notify(self, message: str, complete: bool = False) -> None:
         """``notify_update_response`` for the operation under way (nothing during a refresh)."""
         if self.current_app is None:
-            log.debug("update_manager: {message}", message=message)
+            self.log.debug("update_manager: {message}", message=message)
             return
         if self.full_update:
             complete = complete and self.full_complete
@@ -418,7 +416,7 @@ class UpdateManagerPlugin:
 
     def store(self, name: str, data: dict[str, Any]) -> None:
         d = self.store_ns.insert(name, data)
-        d.addErrback(lambda f: log.failure("Unable to store update state of {name}", f, name=name))
+        d.addErrback(lambda f: self.log.failure("Unable to store update state of {name}", f, name=name))
 
     # status --------------------------------------------------------------------------
 
@@ -492,7 +490,7 @@ class UpdateManagerPlugin:
     async def handle_status(self, request: APIRequest) -> dict[str, Any]:
         refresh = request.args["refresh"]
         if refresh and (self._busy() or self.server.printing or not self.initial_refresh_complete):
-            log.info("update_manager: bypassing refresh request")
+            self.log.info("update_manager: bypassing refresh request")
             refresh = False
         if refresh:
             latest = max((u.last_refresh_time for u in self.updaters.values()), default=0.0)
@@ -556,7 +554,7 @@ class UpdateManagerPlugin:
             self.notify(f"{prefix}: {message}", complete=True)
             if isinstance(exc, ServerError):
                 raise
-            log.failure("Update of {app} failed", app=app)
+            self.log.failure("Update of {app} failed", app=app)
             raise ServerError(message, 500) from None
         finally:
             self._end()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from twisted.logger import Logger
-
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
 from moontwist.plugins.update_manager.base import AppUpdater, Manager, UpdaterOptions
@@ -22,8 +20,6 @@ from moontwist.plugins.update_manager.process import ProcessError
 from moontwist.plugins.update_manager.versions import UNKNOWN, GitVersion, PyVersion
 
 __all__ = ["PythonUpdater", "INSPECT_SCRIPT"]
-
-log = Logger()
 
 # Run by the virtualenv's interpreter: what importlib.metadata knows about one distribution.
 INSPECT_SCRIPT = r"""
@@ -198,7 +194,7 @@ class PythonUpdater(AppUpdater):
             elif self.source == "git":
                 await self._refresh_git()
         except ServerError as exc:
-            log.info("Python package {name}: refresh failed: {error}", name=self.name, error=exc.message)
+            self.log.info("Python package {name}: refresh failed: {error}", name=self.name, error=exc.message)
         self.save()
 
     async def _refresh_index(self) -> None:

@@ -16,7 +16,6 @@ import tempfile
 from typing import Any, ClassVar
 
 from twisted.internet import threads
-from twisted.logger import Logger
 
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
@@ -26,8 +25,6 @@ from moontwist.plugins.update_manager.github import GitHubError
 from moontwist.plugins.update_manager.versions import UNKNOWN
 
 __all__ = ["ReleaseUpdater"]
-
-log = Logger()
 
 RELEASE_INFO = "release_info.json"
 
@@ -184,7 +181,7 @@ class ReleaseUpdater(AppUpdater):
             await self._validate()
             await self._read_remote()
         except ServerError as exc:
-            log.info("{name}: refresh failed: {error}", name=self.name, error=exc.message)
+            self.log.info("{name}: refresh failed: {error}", name=self.name, error=exc.message)
         self.save()
 
     async def _fetch_release(self, repo: str | None = None, tag: str | None = None) -> dict[str, Any]:
@@ -217,7 +214,7 @@ class ReleaseUpdater(AppUpdater):
 
     async def _read_remote(self) -> None:
         if not self.is_valid:
-            log.info("{name}: invalid installation, not checking for a release", name=self.name)
+            self.log.info("{name}: invalid installation, not checking for a release", name=self.name)
             return
         release = await self._fetch_release()
         if not release:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from twisted.logger import Logger
-
 from moontwist.api.errors import ServerError
 from moontwist.plugins.update_manager.base import Manager, Updater
 from moontwist.plugins.update_manager.packagekit import PackageKitProvider
@@ -22,8 +20,6 @@ from moontwist.plugins.update_manager.packages import (
 )
 
 __all__ = ["SystemUpdater", "PROVIDER_CHOICES"]
-
-log = Logger()
 
 PROVIDER_CHOICES = ("auto", "packagekit", "apt", "recording", "none")
 PROVIDERS: dict[str, type[PackageProvider]] = {
@@ -53,7 +49,7 @@ class SystemUpdater(Updater):
             try:
                 await provider.start()
             except Exception as exc:
-                log.info("System package provider {kind} unavailable: {error}", kind=kind, error=exc)
+                self.log.info("System package provider {kind} unavailable: {error}", kind=kind, error=exc)
                 continue
             self.provider = provider
             break
@@ -62,7 +58,7 @@ class SystemUpdater(Updater):
             self.server.config.extra_warnings.append(
                 f"Unable to initialize System Update Provider for distribution: {distro}"
             )
-        log.info("System package provider: {name}", name=self.provider.name)
+        self.log.info("System package provider: {name}", name=self.provider.name)
 
     def persistent(self) -> dict[str, Any]:
         return {**super().persistent(), "packages": list(self.available)}
@@ -80,7 +76,7 @@ class SystemUpdater(Updater):
             await self.provider.refresh_cache()
             self.available = await self.provider.upgradable()
         except Exception as exc:
-            log.info("Error refreshing system packages: {error}", error=getattr(exc, "message", exc))
+            self.log.info("Error refreshing system packages: {error}", error=getattr(exc, "message", exc))
         self.save()
 
     async def update(self) -> bool:

@@ -9,6 +9,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.logger import Logger
+
 __all__ = [
     "CHUNK",
     "NUM",
@@ -54,7 +56,9 @@ class FileContext:
     files up to 2 MiB, otherwise the first MiB followed by the last MiB.
     """
 
-    def __init__(self, path: str, size: int, text: str, *, thumbs: bool = True, root: str | None = None) -> None:
+    def __init__(
+        self, path: str, size: int, text: str, *, thumbs: bool = True, root: str | None = None, log: Logger | None = None
+    ) -> None:
         self.path = path
         self.size = size
         self.text = text
@@ -62,10 +66,12 @@ class FileContext:
         self.footer = text[-CHUNK:]
         self.thumbs = thumbs
         self.root = root  # thumbnails are written only inside this folder (default: the file's own)
+        # the log of the server asking (extraction runs in its worker threads)
+        self.log = log if log is not None else Logger(namespace="moontwist.plugins.files.metadata")
         self._ascii: bool | None = None
 
     @classmethod
-    def load(cls, path: str, *, thumbs: bool = True, root: str | None = None) -> FileContext:
+    def load(cls, path: str, *, thumbs: bool = True, root: str | None = None, log: Logger | None = None) -> FileContext:
         """Read the head (and the tail, if any) of ``path``."""
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
@@ -76,7 +82,7 @@ class FileContext:
                 f.seek(max(CHUNK, size - CHUNK))
                 tail = f.read()
         text = head.decode(errors="ignore") + tail.decode(errors="ignore")
-        return cls(path, size, text, thumbs=thumbs, root=root)
+        return cls(path, size, text, thumbs=thumbs, root=root, log=log)
 
     def region(self, where: str) -> str:
         """``"head"``, ``"tail"`` or ``"all"`` text."""
@@ -124,7 +130,7 @@ class FileContext:
             return None
         from .thumbnails import extract_thumbnails
 
-        return extract_thumbnails(self.path, self.text, root=self.root)
+        return extract_thumbnails(self.path, self.text, self.log, root=self.root)
 
 
 class SlicerParser(ABC):

@@ -63,4 +63,4 @@ class CuraParser(FieldParser):
     def thumbnails(self, ctx: FileContext) -> list[dict[str, Any]] | None:
         """Embedded thumbnails, else the PNG unpacked from a ``.ufp`` upload
         (``.thumbs/<stem>.png``)."""
-        return ctx.thumbnails() or (thumbnail_from_image_file(ctx.path, root=ctx.root) if ctx.thumbs else None)
+        return ctx.thumbnails() or (thumbnail_from_image_file(ctx.path, ctx.log, root=ctx.root) if ctx.thumbs else None)

@@ -15,10 +15,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import logging
 import os
 import re
 from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
 
 from moontwist.storage.confined import Folder, Tree
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["THUMB_DIR", "THUMB_TEMP_PREFIX", "extract_thumbnails", "thumbnail_from_image_file"]
 
-log = logging.getLogger(__name__)
 
 THUMB_DIR = ".thumbs"
 THUMB_TEMP_PREFIX = ".thumb-"
@@ -73,7 +73,8 @@ def _png_bytes(img: Image.Image) -> bytes:
 class _Writer:
     """Writes into ``.thumbs/`` beside a G-code file (created on demand), inside ``root``."""
 
-    def __init__(self, gcode_path: str, root: str | None) -> None:
+    def __init__(self, gcode_path: str, root: str | None, log: Logger) -> None:
+        self.log = log
         self.folder = os.path.dirname(gcode_path)
         self.tree = Tree(root or self.folder)
         self.stem = os.path.splitext(os.path.basename(gcode_path))[0]
@@ -106,7 +107,7 @@ class _Writer:
         try:
             self._open(create=True).write_file(name, data, THUMB_TEMP_PREFIX)
         except (OSError, ValueError) as exc:
-            log.warning("cannot write thumbnail %s in %s: %s", name, self.folder, exc)
+            self.log.warn("Cannot write thumbnail {name} in {folder}: {error}", name=name, folder=self.folder, error=exc)
             return None
         return {"size": len(data), "relative_path": f"{THUMB_DIR}/{name}"}
 
@@ -118,17 +119,17 @@ class _Writer:
             return None
 
 
-def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
+def _decode_block(m: re.Match[str], log: Logger) -> tuple[str, bytes] | None:
     """``(extension, file bytes)`` for one block, None if unusable."""
     fmt = (m.group("fmt") or "png").lower()
     text = _NOT_B64.sub("", m.group("body").replace(";", ""))
     if len(text) != int(m.group("len")):
-        log.info("thumbnail length mismatch: declared %s, found %d", m.group("len"), len(text))
+        log.info("Thumbnail length mismatch: declared {declared}, found {found}", declared=m.group("len"), found=len(text))
         return None
     try:
         blob = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        log.info("thumbnail with invalid base64 skipped")
+        log.info("Thumbnail with invalid base64 skipped")
         return None
     if fmt == "qoi":
         try:
@@ -137,11 +138,11 @@ def _decode_block(m: re.Match[str]) -> tuple[str, bytes] | None:
                     raise ValueError("not a QOI image")
                 return "png", _png_bytes(img)
         except _bad_image() as exc:
-            log.info("unreadable QOI thumbnail skipped: %s", exc)
+            log.info("Unreadable QOI thumbnail skipped: {error}", error=exc)
             return None
     sig = _SIGNATURES.get(fmt)
     if sig is None or not blob.startswith(sig):
-        log.info("unsupported or corrupt %s thumbnail skipped", fmt)
+        log.info("Unsupported or corrupt {kind} thumbnail skipped", kind=fmt)
         return None
     return fmt, blob
 
@@ -157,7 +158,7 @@ def _miniature(writer: _Writer, source: bytes) -> dict[str, Any] | None:
             img.thumbnail((MINI, MINI), _pillow().Resampling.BICUBIC, reducing_gap=None)
             size, data = img.size, _png_bytes(img)
     except _bad_image() as exc:
-        log.info("cannot shrink thumbnail: %s", exc)
+        writer.log.info("Cannot shrink thumbnail: {error}", error=exc)
         return None
     info = writer.write(writer.name(MINI, MINI, "png"), data)
     if info is None:
@@ -165,7 +166,7 @@ def _miniature(writer: _Writer, source: bytes) -> dict[str, Any] | None:
     return {"width": size[0], "height": size[1], **info}
 
 
-def extract_thumbnails(gcode_path: str, text: str, root: str | None = None) -> list[dict[str, Any]] | None:
+def extract_thumbnails(gcode_path: str, text: str, log: Logger, root: str | None = None) -> list[dict[str, Any]] | None:
     """Write every valid embedded thumbnail of ``text``; list their info.
 
     When none is 32x32, a 32x32-bounded PNG is made from the largest
@@ -175,7 +176,7 @@ def extract_thumbnails(gcode_path: str, text: str, root: str | None = None) -> l
     """
     if "thumbnail" not in text:
         return None
-    with _Writer(gcode_path, root) as writer:
+    with _Writer(gcode_path, root, log) as writer:
         return _extract(writer, text)
 
 
@@ -184,7 +185,7 @@ def _extract(writer: _Writer, text: str) -> list[dict[str, Any]] | None:
     has_mini = False
     largest: tuple[int, bytes] | None = None
     for m in _BLOCK.finditer(text):
-        decoded = _decode_block(m)
+        decoded = _decode_block(m, writer.log)
         if decoded is None:
             continue
         ext, blob = decoded
@@ -205,10 +206,10 @@ def _extract(writer: _Writer, text: str) -> list[dict[str, Any]] | None:
     return found
 
 
-def thumbnail_from_image_file(gcode_path: str, root: str | None = None) -> list[dict[str, Any]] | None:
+def thumbnail_from_image_file(gcode_path: str, log: Logger, root: str | None = None) -> list[dict[str, Any]] | None:
     """Info for ``.thumbs/<stem>.png`` (left by a ``.ufp`` upload) plus a
     32x32-bounded copy; None if there is no such readable PNG."""
-    with _Writer(gcode_path, root) as writer:
+    with _Writer(gcode_path, root, log) as writer:
         return _from_image_file(writer)
 
 

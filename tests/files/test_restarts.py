@@ -76,7 +76,7 @@ async def test_twenty_restarts_release_every_watch_and_descriptor(tmp_path):
         await wait_for(lambda: svc.server.klippy_state == "ready", timeout=10)
         await sleep(0.3)
         base_inotify, base_fds, base_threads, base_timers = inotify_usage(), open_fds(), own_threads(), timers()
-        assert base_inotify[0] >= 2  # gcodes and config are watched
+        assert base_inotify[0] >= 1 and base_inotify[1] >= 4  # gcodes and config (one shared instance)
         for _ in range(20):
             code, _body = await svc.post("/server/restart")
             assert code == 200

@@ -4,6 +4,9 @@ File writes are debounced: a file being written produces one ``create_file``
 (or ``modify_file``) once it has been quiet for ``quiet`` seconds or closed.
 A rename inside a root is reported as a move when both halves arrive in the
 same read.  Hidden items and paths the API itself just changed are ignored.
+
+Every server of a process (a farm) shares one inotify instance per reactor:
+the kernel allows 128 per user (``fs.inotify.max_user_instances``), not per process.
 """
 
 from __future__ import annotations
@@ -21,9 +24,7 @@ from moontwist.plugins.files.listing import is_hidden
 from moontwist.plugins.files.paths import relative
 from moontwist.plugins.files.roots import Root
 
-__all__ = ["Watcher"]
-
-log = Logger()
+__all__ = ["Watcher", "SharedINotify"]
 
 Handler = Callable[[str, Root, str, "tuple[Root, str] | None"], None]
 
@@ -39,6 +40,8 @@ SUPPRESS_SECONDS = 3.0
 
 
 _EVENT = struct.Struct("=iIII")  # wd, mask, cookie, name length (struct inotify_event)
+
+Callback = Callable[[FilePath, int], None]
 
 
 class TreeINotify(inotify.INotify):
@@ -114,14 +117,80 @@ class TreeINotify(inotify.INotify):
         self.reactor.callLater(0, self._addChildren, self._watchpoints[wd])
 
 
-class Watcher:
-    """One inotify instance per watched root; ``handler(action, root, path, source)`` per change."""
+class SharedINotify:
+    """The inotify instance of every Watcher on one reactor; each event goes to the roots above it.
 
-    def __init__(self, reactor: Any, handler: Handler, quiet: float = 0.5) -> None:
+    A folder under two subscribed roots (two servers sharing a folder) is watched once
+    and reported to both.  The instance is closed when its last subscriber leaves.
+    """
+
+    def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
+        self.notifier = TreeINotify(reactor)
+        self.notifier.startReading()
+        self.subscribers: dict[bytes, list[Callback]] = {}  # root path -> callbacks
+
+    @classmethod
+    def of(cls, reactor: Any) -> SharedINotify:
+        """The reactor's shared instance (opened now if it has none)."""
+        shared = _SHARED.get(id(reactor))
+        if shared is None:
+            shared = _SHARED[id(reactor)] = cls(reactor)
+        return shared
+
+    def subscribe(self, path: str, callback: Callback) -> int:
+        """Report changes under ``path`` to ``callback(filepath, mask)``; returns the folders that can't be watched."""
+        self.subscribers.setdefault(os.fsencode(path), []).append(callback)
+        try:
+            return self.notifier.watch_tree(path, MASK, [self._dispatch])
+        except Exception:
+            self.unsubscribe(path, callback)
+            raise
+
+    def unsubscribe(self, path: str, callback: Callback) -> None:
+        key = os.fsencode(path)
+        callbacks = self.subscribers.get(key, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+        if not callbacks:
+            self.subscribers.pop(key, None)
+            for wd, point in list(self.notifier._watchpoints.items()):
+                watched = point.path.path
+                if _under(watched, key) and not any(_under(watched, other) for other in self.subscribers):
+                    self.notifier._rmWatch(wd)
+        if not self.subscribers:
+            self.notifier.loseConnection()
+            if _SHARED.get(id(self.reactor)) is self:
+                del _SHARED[id(self.reactor)]
+
+    def _dispatch(self, _ignored: Any, filepath: FilePath, mask: int) -> None:
+        path = filepath.asBytesMode().path
+        while True:
+            for callback in list(self.subscribers.get(path, ())):
+                callback(filepath, mask)
+            parent = os.path.dirname(path)
+            if parent == path:
+                return
+            path = parent
+
+
+def _under(path: bytes, root: bytes) -> bool:
+    return path == root or path.startswith(root.rstrip(b"/") + b"/")
+
+
+# Process-wide by design: one SharedINotify per reactor (by id), while it has subscribers.
+_SHARED: dict[int, SharedINotify] = {}
+
+
+class Watcher:
+    """One server's watched roots; ``handler(action, root, path, source)`` per change."""
+
+    def __init__(self, reactor: Any, handler: Handler, log: Logger, quiet: float = 0.5) -> None:
+        self.reactor = reactor
+        self.log = log
         self.handler = handler
         self.quiet = quiet
-        self.notifiers: dict[str, inotify.INotify] = {}
+        self.subscriptions: dict[str, tuple[SharedINotify, str, Callback]] = {}  # root name -> where, path, callback
         self.pending: dict[str, tuple[str, Root, Any]] = {}  # path -> (action, root, timer)
         self.moved_from: dict[str, tuple[Root, str, bool]] = {}
         self.unpaired: dict[str, Any] = {}  # path -> timer reporting a move out of the roots
@@ -132,32 +201,32 @@ class Watcher:
         self.unwatch(root.name)
         if self.stopped or not os.path.isdir(root.path):
             return False
+        path = root.path
+
+        def callback(filepath: FilePath, mask: int) -> None:
+            self._event(root, filepath, mask)
+
         try:
-            notifier = TreeINotify(self.reactor)
+            shared = SharedINotify.of(self.reactor)
+            missed = shared.subscribe(path, callback)
         except Exception as exc:
-            log.warn("Cannot watch {path} for changes: {error}", path=root.path, error=exc)
-            return False
-        try:
-            notifier.startReading()
-            missed = notifier.watch_tree(root.path, MASK, [lambda _, fp, mask: self._event(root, fp, mask)])
-        except Exception as exc:
-            notifier.loseConnection()  # never leave an inotify instance behind
-            log.warn("Cannot watch {path} for changes: {error}", path=root.path, error=exc)
+            self.log.warn("Cannot watch {path} for changes: {error}", path=path, error=exc)
             return False
         if missed:
-            log.warn("{count} folders under {path} can't be watched for changes", count=missed, path=root.path)
-        self.notifiers[root.name] = notifier
+            self.log.warn("{count} folders under {path} can't be watched for changes", count=missed, path=path)
+        self.subscriptions[root.name] = (shared, path, callback)
         return True
 
     def unwatch(self, name: str) -> None:
-        notifier = self.notifiers.pop(name, None)
-        if notifier is not None:
-            notifier.loseConnection()
+        subscription = self.subscriptions.pop(name, None)
+        if subscription is not None:
+            shared, path, callback = subscription
+            shared.unsubscribe(path, callback)
 
     def stop(self) -> None:
-        """Close every inotify instance and cancel every timer; nothing is reported afterwards."""
+        """Stop watching every root and cancel every timer; nothing is reported afterwards."""
         self.stopped = True
-        for name in list(self.notifiers):
+        for name in list(self.subscriptions):
             self.unwatch(name)
         for _, _, timer in self.pending.values():
             if timer.active():

@@ -27,6 +27,8 @@ from moontwist.server import Server, ServerOptions
 from moontwist.tap import MoontwistService
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Set (to 1): every service a test starts runs as one instance of a farm in this process (tests/farm_mode.py).
+FARM_ENV = "MOONTWIST_TEST_FARM"
 
 
 @dataclass
@@ -69,7 +71,10 @@ class Running:
 
 @inlineCallbacks
 def start_service(datapath: str, config_text: str | None = None, **options: Any) -> Any:
-    """Start a service on 127.0.0.1:0 with ``config_text`` as its config file."""
+    """Start a service on 127.0.0.1:0 with ``config_text`` as its config file.
+
+    With ``MOONTWIST_TEST_FARM=1`` it is one instance of a farm, next to a busy neighbour.
+    """
     config_file = None
     if config_text is not None:
         config_file = os.path.join(datapath, "config", "moontwist.conf")
@@ -78,6 +83,11 @@ def start_service(datapath: str, config_text: str | None = None, **options: Any)
             f.write(config_text)
     options.setdefault("use_entry_points", False)
     options.setdefault("simulate", False)
+    if os.environ.get(FARM_ENV, "") not in ("", "0"):
+        from farm_mode import start_instance  # one instance of a farm, next to a busy neighbour
+
+        running = yield Deferred.fromCoroutine(start_instance(datapath, config_file, options))
+        return running
     server = Server(ServerOptions(datapath=datapath, config_file=config_file, host="127.0.0.1", port=0, **options))
     service = MoontwistService(server)
     service.startService()
@@ -166,9 +176,11 @@ class RPCError(Exception):
 
 
 @inlineCallbacks
-def connect_ws(url: str, headers: dict[str, str] | None = None, origin: str | None = None) -> Any:
+def connect_ws(
+    url: str, headers: dict[str, str] | None = None, origin: str | None = None, protocol: type[WSClient] | None = None
+) -> Any:
     factory = WebSocketClientFactory(url, headers=headers or {}, origin=origin)
-    factory.protocol = WSClient
+    factory.protocol = protocol or WSClient
     factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
     host, port = url.split("//")[1].split("/")[0].split(":")
     proto = factory.buildProtocol(None)

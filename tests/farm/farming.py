@@ -62,12 +62,22 @@ class Farm:
         await self.service.stopService()
 
 
-async def start_farm(*argv: str, ready: bool = True) -> Farm:
-    """Parse ``argv`` as ``twistd moontwist`` would, start the farm, wait for the instances."""
+async def start_farm(*argv: str, ready: bool = True, plugins: dict[str, dict[str, Any]] | None = None,
+                     wait: bool = True) -> Farm:
+    """Parse ``argv`` as ``twistd moontwist`` would, start the farm, wait for the instances.
+
+    ``plugins`` adds plugin objects to the named instances; with ``wait`` False
+    nothing waits for the instances to start.
+    """
     options = Options()
     options.parseOptions(["--host", "127.0.0.1", *argv])
     service = make_farm(options, reactor)
+    for name, extra in (plugins or {}).items():
+        server = next(i for i in service.instances if i.name == name).server
+        server.options.extra_plugins = {**(server.options.extra_plugins or {}), **extra}
     service.startService()
+    if not wait:
+        return Farm(service)
     starts = [i.service._started for i in service.instances if i.service is not None]
     if service.farm is not None:
         starts.append(service.farm._started)

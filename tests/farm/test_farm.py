@@ -10,8 +10,11 @@ import pytest
 import pytest_twisted
 from farm.farming import free_ports, start_farm
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
+from moontwist.api.registry import Endpoint
+from moontwist.hookspecs import hookimpl
 from mtclient import RPCError, sleep, wait_for
 
 SUMMARY_KEYS = {"name", "port", "datapath", "klippy_state", "print_state", "progress", "filename", "temperatures"}
@@ -96,6 +99,58 @@ async def test_instances_are_isolated(farm3):
     assert not ws_two.closed.called
     assert (await ws_two.call("server.info"))["klippy_state"] == "ready"
     ws_two.sendClose()
+
+
+class SlowPlugin:
+    """A plugin whose ``startup`` finishes only when the test says so."""
+
+    def __init__(self) -> None:
+        self.release: Deferred = Deferred()
+
+    @hookimpl
+    def register_endpoints(self, register):
+        register(Endpoint("slow.ping", lambda request: {"pong": True}, "/slow/ping", ("GET",)))
+
+    @hookimpl
+    def startup(self, server):
+        return self.release
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_plugin_holds_only_its_own_instance(tmp_path):
+    base = free_ports(3)
+    slow = SlowPlugin()
+    farm = await start_farm(
+        "--simulate-farm", "2", "--datapath", str(tmp_path / "farm"), "--port", str(base + 1),
+        "--farm-port", str(base), "--sim-speed", "20", plugins={"printer-02": {"slow": slow}}, wait=False,
+    )
+    try:
+        held = farm.instance("printer-02")
+        await farm.service.farm._started
+        await farm.instance("printer-01").service._started
+        fast = farm.running("printer-01")
+        await wait_for(lambda: fast.server.klippy_state == "ready", timeout=20)
+        ws = await fast.ws()
+        await ws.call("printer.objects.subscribe", {"objects": {"extruder": ["target"]}})
+        assert (await ws.call("printer.gcode.script", {"script": "M104 S50"})) == "ok"
+        await ws.next_notification("notify_status_update", timeout=5)
+        # the held instance isn't listening yet; the fleet lists it without its state
+        assert held.service.listening_port is None
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", base + 2), timeout=2).close()
+        listed = {p["name"]: p for p in (await farm.fleet.get("/farm/printers"))[1]["result"]["printers"]}
+        assert set(listed) == {"printer-01", "printer-02"}
+        assert listed["printer-01"]["klippy_state"] == "ready"
+        slow.release.callback(None)
+        await held.service._started
+        code, body = await farm.running("printer-02").get("/slow/ping")
+        assert (code, body) == (200, {"result": {"pong": True}})
+        assert (await ws.call("server.info"))["klippy_state"] == "ready"
+        ws.sendClose()
+    finally:
+        if not slow.release.called:
+            slow.release.callback(None)
+        await farm.stop()
 
 
 class SilentKlippy(Protocol):

@@ -69,6 +69,8 @@ class Connection:
 
     transport_name = "websocket"
     _user: dict[str, Any] | None = None
+    # Set by authorization while the connection has no user: it gets no broadcasts (as Moonraker).
+    need_auth = False
 
     @property
     def user(self) -> dict[str, Any] | None:
@@ -78,6 +80,8 @@ class Connection:
     @user.setter
     def user(self, value: dict[str, Any] | None) -> None:
         self._user = value
+        if value is not None:
+            self.need_auth = False
         self.user_changed()
 
     def user_changed(self) -> None:
@@ -202,9 +206,11 @@ class ConnectionTable:
         conn.client_name, conn.client_version = name, version
         conn.client_type, conn.client_url = client_type, url
 
-    def broadcast(self, data: bytes) -> None:
+    def broadcast(self, data: bytes, exclude: Connection | None = None) -> None:
+        """Send ``data`` to every connection that may read notifications (not ``exclude``)."""
         for conn in list(self._conns.values()):
-            conn.send_bytes(data)
+            if not conn.need_auth and conn is not exclude:
+                conn.send_bytes(data)
 
     def close_all(self, code: int = 1001, reason: str = "Server restarting") -> None:
         for conn in list(self._conns.values()):

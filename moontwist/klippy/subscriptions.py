@@ -364,7 +364,8 @@ class SubscriptionManager:
                 continue
             data = jsonutil.dumpb({"jsonrpc": "2.0", "method": "notify_status_update", "params": [part, eventtime]})
             for conn in conns:
-                conn.send_bytes(data)
+                if not conn.need_auth:
+                    conn.send_bytes(data)
 
     def _client_groups(self) -> dict[tuple, list[Connection]]:
         """Connections grouped by identical subscriptions, so each update is encoded once per group."""

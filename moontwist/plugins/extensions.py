@@ -112,9 +112,7 @@ class ExtensionsPlugin:
     def _agent_event(self, sender: Connection, event: dict[str, Any]) -> None:
         """``notify_agent_event`` to every client but the agent itself (as Moonraker)."""
         data = jsonutil.dumpb({"jsonrpc": "2.0", "method": "notify_agent_event", "params": [event]})
-        for conn in self.server.connections:
-            if conn is not sender:
-                conn.send_bytes(data)
+        self.server.connections.broadcast(data, exclude=sender)
         self.server.emit("notification", method="notify_agent_event", params=[event])
 
     # handlers ------------------------------------------------------------------------

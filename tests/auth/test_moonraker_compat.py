@@ -188,3 +188,38 @@ def test_trusted_client_entries():
         assert trusted.is_trusted(ip), ip
     for ip in ("192.168.2.1", "fe80::1", "2001:db8::8", "10.0.0.6", "", None, "not-an-ip"):
         assert not trusted.is_trusted(ip), ip
+
+
+@pytest_twisted.ensureDeferred
+async def test_notifications_reach_only_authenticated_websockets(svc, kit):
+    """As in Moonraker, a websocket without credentials gets no broadcasts until it authenticates,
+    and none again once its user logs out."""
+    key = kit.api_key(svc)
+    watcher = await svc.ws(headers={"X-Api-Key": key})
+    stranger = await svc.ws()
+    tokens = await kit.create_user(svc, "carol", "pw")
+    await watcher.next_notification("notify_user_created")
+    await stranger.call("access.info")  # a round trip: anything broadcast before it has arrived
+    assert not stranger.notifications.pending
+    # agents' events too
+    agent = await svc.ws(headers={"X-Api-Key": key})
+    await agent.call("server.connection.identify", {**IDENTIFY, "type": "agent", "client_name": "probe"})
+    await agent.call("connection.send_event", {"event": "ping", "data": {}})
+    await watcher.next_notification("notify_agent_event")
+    await stranger.call("access.info")
+    assert not stranger.notifications.pending
+    # once it logs in it hears them; after its user logs out, no more
+    await stranger.call("access.login", {"username": "carol", "password": "pw"})
+    await kit.create_user(svc, "dave", "pw")
+    assert (await stranger.next_notification("notify_user_created"))["params"] == [{"username": "dave"}]
+    await watcher.next_notification("notify_user_created")
+    code, _, _ = await svc.request("POST", "/access/logout", headers={"Authorization": f"Bearer {tokens['token']}"})
+    assert code == 200
+    await stranger.call("access.info")
+    stranger.notifications.pending.clear()
+    await kit.create_user(svc, "erin", "pw")
+    await watcher.next_notification("notify_user_created")
+    await stranger.call("access.info")
+    assert not stranger.notifications.pending
+    for ws in (watcher, stranger, agent):
+        ws.sendClose()

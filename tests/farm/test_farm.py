@@ -302,3 +302,35 @@ def _state(pid: int) -> str:
             return f.read().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_fleet_view_needs_credentials_when_its_config_trusts_nobody(tmp_path):
+    base = free_ports(3)
+    fleet_data = tmp_path / "fleet"
+    (fleet_data / "config").mkdir(parents=True)
+    (fleet_data / "config" / "moontwist.conf").write_text("[server]\n\n[authorization]\n")
+    farm = await start_farm(
+        "--simulate-farm", "2", "--datapath", str(tmp_path / "farm"), "--port", str(base + 1),
+        "--farm-port", str(base), "--farm-datapath", str(fleet_data), "--sim-speed", "20",
+    )
+    try:
+        fleet = farm.fleet
+        key = fleet.server.lookup("identify_credentials").__self__.auth.api_key
+        assert (await fleet.get("/farm/printers"))[0] == 401
+        code, body = await fleet.get("/farm/printers", headers={"X-Api-Key": key})
+        assert code == 200 and len(body["result"]["printers"]) == 2
+        stranger = await fleet.ws()
+        assert (await stranger.rpc("farm.printers"))["error"]["code"] == 401
+        watcher = await fleet.ws(headers={"X-Api-Key": key})
+        # a printer's event reaches the authenticated client, never the stranger
+        await farm.running("printer-01").post("/printer/gcode/script?script=M118 fleet")
+        await _farm_event(watcher, "printer-01", "notify_gcode_response")
+        await stranger.rpc("access.info")
+        assert not [n for n in stranger.notifications.pending if n["method"] == "notify_farm_event"]
+        with pytest.raises(ConnectionError):
+            await fleet.ws(origin="http://evil.example", headers={"X-Api-Key": key})
+        for ws in (stranger, watcher):
+            ws.sendClose()
+    finally:
+        await farm.stop()

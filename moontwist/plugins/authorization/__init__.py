@@ -70,6 +70,7 @@ class AuthorizationPlugin:
     def connection_opened(self, connection: Any) -> None:
         if self.auth is not None and connection.user is None and connection.transport_name == "websocket":
             connection.user = self.auth.connection_user(connection)
+            connection.need_auth = connection.user is None
 
     def identify_credentials(self, conn: Any, access_token: str | None, api_key: str | None) -> None:
         """Authenticate a connection from ``server.connection.identify``'s arguments."""

@@ -298,6 +298,7 @@ class AuthManager:
             if conn is not keep and user is not None and user.get("username") == API_KEY_USER:
                 self.log.info("Connection {id}: the API key it used was replaced", id=conn.connection_id)
                 conn.user = self.trusted_user(conn.ip, _upgrade_host(conn))
+                conn.need_auth = conn.user is None
 
     def forget_user(self, username: str) -> None:
         """Drop ``username`` from every websocket it authenticated (logout, deletion)."""
@@ -305,6 +306,7 @@ class AuthManager:
             user = getattr(conn, "user", None)
             if user is not None and user.get("username") == username:
                 conn.user = None
+                conn.need_auth = True
 
 
 def _upgrade_host(conn: Any) -> str | None:

@@ -43,7 +43,11 @@ async def _farm_event(ws, printer: str, method: str, timeout: float = 10.0) -> d
 @pytest_twisted.ensureDeferred
 async def test_simulated_farm_serves_every_printer_and_the_fleet(farm3, tmp_path):
     assert [i.name for i in farm3.instances] == ["printer-01", "printer-02", "printer-03"]
-    await wait_for(lambda: all(i.member.summary()["temperatures"] for i in farm3.instances))
+    # heaters are listed once Klippy names them, their values once their subscription answered
+    await wait_for(lambda: all(
+        (temps := i.member.summary()["temperatures"]) and all(t["target"] is not None for t in temps.values())
+        for i in farm3.instances
+    ))
     code, body = await farm3.fleet.get("/farm/printers")
     assert code == 200
     printers = body["result"]["printers"]

@@ -17,7 +17,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 def _browser():
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("the fleet page test needs Debian's chromium and chromium-driver (.ci/run installs them)")
+        pytest.fail("the fleet page test needs Debian's chromium and chromium-driver (tests/peers.sh, run by tox, installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

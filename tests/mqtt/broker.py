@@ -1,6 +1,6 @@
 """A real Mosquitto broker on a free loopback port, and an independent MQTT peer for the tests.
 
-The broker is the Debian package ``mosquitto`` (``.ci/run`` installs it); a
+The broker is the Debian package ``mosquitto`` (``tests/peers.sh``, run by tox, installs it); a
 missing broker fails the test with that message instead of skipping it.
 The peer is paho-mqtt with its own network thread, so what it sees does not
 depend on moontwist's reactor-driven client.
@@ -20,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+import pytest_twisted
 from paho.mqtt.enums import CallbackAPIVersion
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
@@ -28,7 +29,7 @@ from mtclient import sleep
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-MISSING = "mosquitto is not installed: apt-get install -y mosquitto (.ci/run installs it before the tests)"
+MISSING = "mosquitto is not installed: apt-get install -y mosquitto (tests/peers.sh, run by tox, installs it)"
 
 
 def free_port() -> int:
@@ -235,3 +236,21 @@ async def wait_until(predicate: Any, timeout: float = 10.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not met within {timeout} s")
         await sleep(0.02)
+
+
+@pytest_twisted.async_yield_fixture
+async def broker(tmp_path):
+    """A Mosquitto of its own for one test (a fixture: conftests import it)."""
+    mosquitto = Mosquitto(str(tmp_path / "broker"))
+    await mosquitto.start()
+    yield mosquitto
+    await mosquitto.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def peer(broker):
+    """An MQTT client connected to ``broker``."""
+    client = Peer(broker.port)
+    await client.connect()
+    yield client
+    client.close()

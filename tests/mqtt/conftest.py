@@ -5,8 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import pytest_twisted
-from mqtt.broker import Mosquitto, Peer
+from mqtt.broker import Mosquitto, Peer, broker, peer  # noqa: F401 - fixtures
 
 from mtclient import start_service
 
@@ -23,22 +22,6 @@ def mqtt_config(port: int, options: str = "", extra: str = "") -> str:
 async def start_mqtt(tmp_path, port: int, options: str = "", extra: str = "", **kwargs):
     """A service whose ``[mqtt]`` points at ``port`` (plus ``options``; ``extra``: more sections)."""
     return await start_service(str(tmp_path / "data"), mqtt_config(port, options, extra), **kwargs)
-
-
-@pytest_twisted.async_yield_fixture
-async def broker(tmp_path):
-    mosquitto = Mosquitto(str(tmp_path / "broker"))
-    await mosquitto.start()
-    yield mosquitto
-    await mosquitto.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def peer(broker):
-    client = Peer(broker.port)
-    await client.connect()
-    yield client
-    client.close()
 
 
 @pytest.fixture

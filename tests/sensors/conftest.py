@@ -3,24 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import pytest_twisted
-from mqtt.broker import Mosquitto, Peer
-
-
-@pytest_twisted.async_yield_fixture
-async def broker(tmp_path):
-    mosquitto = Mosquitto(str(tmp_path / "broker"))
-    await mosquitto.start()
-    yield mosquitto
-    await mosquitto.stop()
-
-
-@pytest_twisted.async_yield_fixture
-async def peer(broker):
-    client = Peer(broker.port)
-    await client.connect()
-    yield client
-    client.close()
+from mqtt.broker import broker, peer  # noqa: F401 - fixtures
 
 
 def pytest_collection_modifyitems(items):

@@ -38,11 +38,26 @@ def _run_one(socket_path: str, gcodes: str, speed: float) -> None:
 
     def failed(failure: object) -> None:
         print(f"simulator {socket_path}: {failure}", file=sys.stderr)
-        reactor.stop()
+        stop_once()
 
+    stopping = False
+
+    def stop_once() -> None:
+        # SIGTERM can come twice: forwarded by the launcher and sent to the whole
+        # process group (timeout(1), systemd's control-group kill).
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            reactor.stop()
+
+    def on_signal(signum: int, frame: object) -> None:
+        reactor.callFromThread(stop_once)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     reactor.callWhenRunning(lambda: sim.start().addErrback(failed))
     reactor.addSystemEventTrigger("before", "shutdown", sim.stop)
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,9 @@ import time
 from .errors import GCodeError
 from .gcode import GCodeCommand
 
+# Klipper's idle_timeout: Printing lasts this long (simulated seconds) after the motion queue drained.
+READY_TIMEOUT = 0.5
+
 
 class Fans:
     """Part fan (M106/M107), the generic fan, output pins and the case LED."""
@@ -106,8 +109,8 @@ class IdleTimeout:
 
     As in Klipper, anything that asks the toolhead for print time (moves,
     dwells, heater, fan, pin and LED commands, heater waits) switches to
-    ``Printing`` at once; ``Ready`` follows when motion has drained and no
-    G-code is running.
+    ``Printing`` at once; ``Ready`` follows ``READY_TIMEOUT`` after motion
+    has drained, once no G-code is running.
     """
 
     def __init__(self, printer) -> None:
@@ -129,7 +132,7 @@ class IdleTimeout:
         printer = self.printer
         if self.state == "Printing":
             busy = printer.vsd.active or printer.gcode.lock.locked
-            if printer.toolhead.lookahead() <= 0 and not busy:
+            if printer.toolhead.lookahead() <= -READY_TIMEOUT and not busy:
                 self.state = "Ready"
                 self.ready_since = printer.clock.sim()
         elif self.state == "Ready" and not printer.pause_resume.is_paused:

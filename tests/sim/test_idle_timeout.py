@@ -27,7 +27,10 @@ async def wait_idle_state(client, state: str, timeout: float = 5.0) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_heater_fan_and_pin_commands_switch_to_printing_at_once(sim, client):
+async def test_heater_fan_and_pin_commands_switch_to_printing_at_once(make_sim):
+    # at real speed, as in Klipper, Printing lasts ~0.75 s (buffer + READY_TIMEOUT): time to look
+    sim = await make_sim(speed=1.0)
+    client = await connect_ready(sim.socket_path)
     for script in ("M140 S50", "M104 S100", "SET_HEATER_TEMPERATURE HEATER=extruder TARGET=0",
                    "M106 S128", "SET_PIN PIN=BEEPER_pin VALUE=0", "SET_LED LED=caselight RED=1"):
         await wait_idle_state(client, "Ready" if script != "M140 S50" else "Idle")
@@ -35,6 +38,7 @@ async def test_heater_fan_and_pin_commands_switch_to_printing_at_once(sim, clien
         status = await idle(client)
         assert status["idle_timeout"]["state"] == "Printing", script
         assert status["idle_timeout"]["printing_time"] >= 0.0
+    client.transport.loseConnection()
 
 
 @pytest_twisted.ensureDeferred

@@ -20,8 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import treq
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, TimeoutError
 from twisted.internet.threads import deferToThreadPool
 
 from moontwist.api.args import Arg
@@ -29,6 +28,7 @@ from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config, ConfigError, ConfigSection
 from moontwist.hookspecs import hookimpl
+from moontwist.http_fetch import BodyTooLarge, fetch
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -294,16 +294,15 @@ class NotifierPlugin:
         return inside and os.path.isfile(path) and os.access(path, os.R_OK)
 
     async def _fetch(self, url: str) -> tuple[bytes, str]:
-        resp = await treq.get(url, timeout=FETCH_TIMEOUT, persistent=False, reactor=self.server.reactor)
+        try:
+            resp, body = await fetch("GET", url, reactor=self.server.reactor, timeout=FETCH_TIMEOUT,
+                                     limit=MAX_ATTACHMENT, persistent=False)
+        except BodyTooLarge:
+            raise ServerError(f"more than {MAX_ATTACHMENT} bytes", 413) from None
+        except TimeoutError:
+            raise ServerError(f"no complete answer within {FETCH_TIMEOUT:g} s", 504) from None
         if resp.code != 200:
-            await resp.content()
             raise ServerError(f"HTTP {resp.code}", 502)
-        length = resp.length if isinstance(resp.length, int) else 0
-        if length > MAX_ATTACHMENT:
-            raise ServerError(f"{length} bytes is more than {MAX_ATTACHMENT}", 413)
-        body = await resp.content()
-        if len(body) > MAX_ATTACHMENT:
-            raise ServerError(f"more than {MAX_ATTACHMENT} bytes", 413)
         mimetype = (resp.headers.getRawHeaders(b"content-type") or [b"application/octet-stream"])[0]
         return body, mimetype.decode("latin-1")
 

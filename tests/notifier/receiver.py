@@ -14,7 +14,12 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 
 class Receiver(Resource):
-    """Records every request; ``/hang`` never answers, ``/fail`` answers 500, ``/snapshot.jpg`` is a webcam."""
+    """Records every request; ``/hang`` never answers, ``/fail`` answers 500, ``/snapshot.jpg`` is a webcam.
+
+    ``/stream`` is an MJPEG-like stream that never ends (``/stream?slow=1`` drips a
+    byte now and then); ``streamed`` records each stream's bytes sent and whether
+    the client hung up.
+    """
 
     isLeaf = True
 
@@ -24,13 +29,36 @@ class Receiver(Resource):
         self.waiters: list[tuple[int, Deferred]] = []
         self.hanging: list[Any] = []
         self.snapshot = b"\xff\xd8\xff\xe0 fake jpeg \xff\xd9"
+        self.streamed: list[dict[str, Any]] = []
 
     def render_GET(self, request: Any) -> bytes:  # noqa: N802 - twisted API
         if request.path == b"/snapshot.jpg":
             request.setHeader(b"content-type", b"image/jpeg")
             return self.snapshot
+        if request.path == b"/stream":
+            return self._stream(request, slow=b"slow" in request.args)
         request.setResponseCode(404)
         return b"not found"
+
+    def _stream(self, request: Any, slow: bool) -> Any:
+        request.setHeader(b"content-type", b"multipart/x-mixed-replace; boundary=frame")
+        state = {"sent": 0, "closed": False}
+        self.streamed.append(state)
+        chunk = b"x" if slow else b"\xff" * 65536
+
+        def send() -> None:
+            if state["closed"]:
+                return
+            request.write(chunk)
+            state["sent"] += len(chunk)
+            reactor.callLater(0.2 if slow else 0.001, send)
+
+        def closed(_: Any) -> None:
+            state["closed"] = True
+
+        request.notifyFinish().addBoth(closed)
+        send()
+        return NOT_DONE_YET
 
     def render_POST(self, request: Any) -> Any:  # noqa: N802 - twisted API
         if request.path == b"/hang":

@@ -223,3 +223,41 @@ async def test_without_credentials_and_without_debug(tmp_path):
         assert err.value.code == 401
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_as_attachment_is_cut_off_by_size_and_time(tmp_path, monkeypatch):
+    """A URL that streams for ever (a webcam's stream instead of its snapshot) can't stall or flood a notifier."""
+    import moontwist.plugins.notifier as notifier_module
+
+    monkeypatch.setattr(notifier_module, "MAX_ATTACHMENT", 1024 * 1024)
+    monkeypatch.setattr(notifier_module, "FETCH_TIMEOUT", 1.0)
+    receiver = Receiver()
+    port = listen(receiver)
+    p = port.getHost().port
+    extra = f"""\
+[notifier flood]
+url: json://127.0.0.1:{p}/flood
+events: complete
+attach: http://127.0.0.1:{p}/stream
+[notifier drip]
+url: json://127.0.0.1:{p}/drip
+events: complete
+attach: http://127.0.0.1:{p}/stream?slow=1
+"""
+    svc = await start_service(str(tmp_path / "data"), config(p, extra))
+    try:
+        for name, path in (("flood", "/flood"), ("drip", "/drip")):
+            pending = svc.post("/debug/notifiers/test", json={"name": name})
+            pending.addTimeout(8, svc.server.reactor)
+            code, _ = await pending
+            assert code == 200
+            # the notification went out without the attachment, and the stream was hung up on
+            assert at(receiver, path)[0]["json"]["attachments"] == []
+            await wait_for(lambda: receiver.streamed[-1]["closed"])
+        flood, drip = receiver.streamed
+        assert flood["sent"] < 4 * 1024 * 1024
+        assert 0 < drip["sent"] < 100
+    finally:
+        await svc.service.stopService()
+        await port.stopListening()

@@ -17,8 +17,9 @@ Feeds are Moonlight RSS files, ``<moonlight_url>/<name>.xml`` (or, with ``dev_mo
 30 minutes.  The layout in the database is Moonraker's, so an imported Moonraker database
 keeps its announcements: entries in the reserved namespace ``announcements``; feeds added
 through the API and each feed's ETag under ``announcements`` in namespace ``moonraker``.
-Offline, a fetch fails after ``FETCH_TIMEOUT`` seconds: the entries stay as they are and one
-warning is logged until a fetch succeeds again.
+Offline, a fetch fails after ``FETCH_TIMEOUT`` seconds (so does one whose answer doesn't end
+in time or passes ``MAX_FEED`` bytes): the entries stay as they are and one warning is logged
+until a fetch succeeds again.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from moontwist.api.errors import ServerError
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.config import Config, ConfigError
 from moontwist.hookspecs import hookimpl
+from moontwist.http_fetch import fetch
 from moontwist.plugins.database import DatabaseNamespace
-from moontwist.tls import http_client
 
 if TYPE_CHECKING:
     from moontwist.server import Server
@@ -53,7 +54,8 @@ STARTUP_DELAY = 30.0
 OFFLINE_ENV = "MOONTWIST_OFFLINE"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 UPDATE_INTERVAL = 1800.0
-FETCH_TIMEOUT = 10.0
+FETCH_TIMEOUT = 10.0  # head and body together
+MAX_FEED = 4 * 1024 * 1024
 FEED_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 HEX_KEY = re.compile(r"^[0-9A-Fa-f]+$")
 
@@ -364,12 +366,11 @@ class AnnouncementsPlugin:
         url = f"{self.base_url}/{name}.xml"
         if os.environ.get(OFFLINE_ENV) and urlparse(url).hostname not in LOOPBACK_HOSTS:
             return None  # test and benchmark runs: no traffic beyond this machine
-        treq = http_client()  # loaded with the first request, not at start-up
         headers = {"Accept": "application/xml"}
         if name in self.etags:
             headers["If-None-Match"] = self.etags[name]
-        d = treq.get(url, headers=headers, timeout=FETCH_TIMEOUT, persistent=False, reactor=self.server.reactor)
-        d.addCallback(lambda resp: treq.content(resp).addCallback(lambda body: (resp, body)))
+        d = Deferred.fromCoroutine(fetch("GET", url, headers=headers, persistent=False, reactor=self.server.reactor,
+                                         timeout=FETCH_TIMEOUT, limit=MAX_FEED))
         self.fetches.add(d)
         try:
             resp, body = await d

@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from moontwist.plugins import announcements as plugin
-from mtclient import RPCError
+from mtclient import RPCError, wait_for
 
 T0 = 1_700_000_000
 
@@ -213,6 +213,54 @@ async def test_offline_feeds_warn_once_and_time_out(tmp_path, monkeypatch):
         await silent.stopListening()
 
 
+class Endless(Resource):
+    """Answers 200 and sends its body for ever: a trickle (``/moonraker.xml``) or a flood; records hang-ups."""
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.streams = []
+
+    def render_GET(self, request):  # noqa: N802
+        state = {"sent": 0, "closed": False}
+        self.streams.append(state)
+        slow = request.path.endswith(b"/moonraker.xml")
+
+        def send():
+            if not state["closed"]:
+                chunk = b"<" if slow else b" " * 65536
+                request.write(chunk)
+                state["sent"] += len(chunk)
+                reactor.callLater(0.1 if slow else 0.001, send)
+
+        request.notifyFinish().addBoth(lambda _: state.update(closed=True))
+        send()
+        return NOT_DONE_YET
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_feed_that_never_ends_is_cut_off_by_time_and_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(plugin, "FETCH_TIMEOUT", 0.5)
+    monkeypatch.setattr(plugin, "MAX_FEED", 1024 * 1024)
+    endless = Endless()
+    port = reactor.listenTCP(0, Site(endless), interface="127.0.0.1")
+    url = f"http://127.0.0.1:{port.getHost().port}/assets"
+    svc = await start(tmp_path, f"[announcements]\nmoonlight_url: {url}\n")
+    try:
+        ws = await svc.ws()
+        update = ws.call("server.announcements.update")
+        update.addTimeout(8, reactor)
+        assert await update == {"entries": [], "modified": False}
+        assert len(endless.streams) == 2
+        await wait_for(lambda: all(s["closed"] for s in endless.streams))
+        assert all(s["sent"] < 4 * 1024 * 1024 for s in endless.streams)
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()
+        await port.stopListening()
+
+
 @pytest_twisted.ensureDeferred
 async def test_feeds_checked_after_startup(tmp_path, feeds, monkeypatch):
     monkeypatch.setattr(plugin, "STARTUP_DELAY", 0.2)
@@ -254,12 +302,12 @@ async def test_offline_mode_contacts_nothing_beyond_loopback(tmp_path, monkeypat
 
     fetched = []
 
-    def fake_get(url, *args, **kwargs):
+    def fake_request(method, url, *args, **kwargs):
         fetched.append(url)
         return fail(ConnectionRefusedError(url))
 
     monkeypatch.setenv(plugin.OFFLINE_ENV, "1")
-    monkeypatch.setattr(treq, "get", fake_get)
+    monkeypatch.setattr(treq, "request", fake_request)
     globalLogPublisher.addObserver(observer)
     svc = await start(tmp_path, "[announcements]\nmoonlight_url: https://feeds.example.invalid/assets\n")
     try:

@@ -8,7 +8,8 @@ filament's density and diameter.  Every change is pushed on the websocket at
 ``/api/v1/spool`` as ``{"type", "resource": "spool", "date", "payload"}``.
 
 ``mode`` makes it misbehave: ``"hang"`` never answers REST calls, ``"garbage"``
-answers 200 with a body that isn't JSON, ``"fail_use"`` answers 500 to usage reports.
+answers 200 with a body that isn't JSON, ``"fail_use"`` answers 500 to usage reports,
+``"flood"`` sends an answer that never ends (``floods`` records each one's bytes and hang-up).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class FakeSpoolman(Resource):
         self.mode: str | None = None
         self.sockets: list[_Socket] = []
         self.hanging: list[Any] = []
+        self.floods: list[dict[str, Any]] = []  # "flood" mode's answers: bytes sent, hung up on
         self.currency = "EUR"
         self.vendor = {"id": 1, "registered": _now(), "name": "Fusion", "extra": {}}
         self.filaments: dict[int, dict[str, Any]] = {
@@ -133,6 +135,8 @@ class FakeSpoolman(Resource):
         if self.mode == "hang":
             self.hanging.append(request)
             return NOT_DONE_YET
+        if self.mode == "flood":  # an answer that never ends
+            return self._flood(request)
         if self.mode == "garbage":
             request.setHeader(b"content-type", b"text/html")
             return b"<html>502 Bad Gateway</html>"
@@ -141,6 +145,21 @@ class FakeSpoolman(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-total-count", str(len(self.spools)).encode())
         return jsonutil.dumpb(result)
+
+    def _flood(self, request: Any) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        state = {"sent": 0, "closed": False}
+        self.floods.append(state)
+
+        def send() -> None:
+            if not state["closed"]:
+                request.write(b" " * 65536)
+                state["sent"] += 65536
+                reactor.callLater(0.001, send)
+
+        request.notifyFinish().addBoth(lambda _: state.update(closed=True))
+        send()
+        return NOT_DONE_YET
 
     def _route(self, method: str, path: str, body: Any, query: dict) -> tuple[int, Any]:
         parts = path.strip("/").split("/")

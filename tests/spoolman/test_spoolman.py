@@ -223,6 +223,23 @@ async def test_proxy(env):
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_answer_that_never_ends_is_cut_off_at_the_size_limit(env, monkeypatch):
+    import moontwist.plugins.spoolman.peer as peer_module
+
+    monkeypatch.setattr(peer_module, "MAX_RESPONSE", 1024 * 1024)
+    env.plugin.peer.request_timeout = 5.0
+    ws = await env.ws()
+    env.fake.mode = "flood"
+    with pytest.raises(RPCError) as err:
+        await ws.call("server.spoolman.proxy", {"request_method": "GET", "path": "/v1/spool"})
+    assert err.value.code == 502 and "too large" in err.value.message
+    await wait_for(lambda: env.fake.floods[0]["closed"])
+    assert env.fake.floods[0]["sent"] < 4 * 1024 * 1024
+    env.fake.mode = None
+    assert await ws.call("server.spoolman.proxy", {"request_method": "GET", "path": "/v1/info"})
+
+
+@pytest_twisted.ensureDeferred
 async def test_spools_that_vanish_and_bad_ids(env):
     fake = env.fake
     keep, doomed = fake.add_spool(), fake.add_spool()

@@ -22,6 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
+from moontwist.http_fetch import BodyTooLarge, read_body
 
 __all__ = ["SpoolmanPeer", "Response", "parse_server_url"]
 
@@ -216,9 +217,10 @@ class SpoolmanPeer:
         if body is not None:
             kwargs["data"] = jsonutil.dumpb(body)
             kwargs["headers"] = {b"Content-Type": [b"application/json"]}
-        resp = await treq.request(method, url, **kwargs)
-        raw = await treq.content(resp)
-        if len(raw) > MAX_RESPONSE:
-            raise ServerError(f"Spoolman's answer is too large ({len(raw)} bytes)", 502)
+        resp = await treq.request(method, url, unbuffered=True, **kwargs)
+        try:
+            raw = await read_body(resp, MAX_RESPONSE)
+        except BodyTooLarge:
+            raise ServerError(f"Spoolman's answer is too large (more than {MAX_RESPONSE} bytes)", 502) from None
         headers = {k.decode("latin-1"): b", ".join(v).decode("latin-1") for k, v in resp.headers.getAllRawHeaders()}
         return resp.code, headers, raw

@@ -9,6 +9,7 @@ up as soon as the limit is passed or the deadline comes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -17,54 +18,94 @@ from twisted.python.failure import Failure
 
 from moontwist.tls import http_client
 
-__all__ = ["fetch", "read_body", "BodyTooLarge"]
+__all__ = ["fetch", "read_body", "stream_body", "BodyTooLarge"]
 
 
 class BodyTooLarge(Exception):
     """The peer's answer passed the size limit (the connection was dropped)."""
 
 
-class _Collector(Protocol):
-    def __init__(self, limit: int, finished: Deferred) -> None:
+class _Reader(Protocol):
+    """Feeds a response body to ``sink``: at most ``limit`` bytes, hanging up after ``idle`` silent seconds."""
+
+    def __init__(self, sink: Callable[[bytes], Any], limit: int, finished: Deferred,
+                 reactor: Any = None, idle: float | None = None) -> None:
+        self.sink = sink
         self.limit = limit
         self.finished = finished
         self.size = 0
-        self.chunks: list[bytes] = []
+        self.reactor = reactor
+        self.idle = idle
+        self._timer: Any = None
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
+    def connectionMade(self) -> None:  # noqa: N802 - Twisted API
+        if self.idle is not None:
+            self._timer = self.reactor.callLater(self.idle, self._silent)
+
+    def _silent(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError(f"the answer stalled: nothing for {self.idle:g} s"))
+
+    def _fail(self, error: Exception) -> None:
+        if not self.finished.called:
+            self.abort()
+            self.finished.errback(error)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
         if self.finished.called:
             return
+        if self._timer is not None:
+            self._timer.reset(self.idle)
         self.size += len(data)
         if self.size > self.limit:
-            self.chunks.clear()
-            self.abort()
-            self.finished.errback(BodyTooLarge(f"the answer is larger than {self.limit} bytes"))
+            self._fail(BodyTooLarge(f"the answer is larger than {self.limit} bytes"))
             return
-        self.chunks.append(data)
+        try:
+            self.sink(data)
+        except Exception as exc:
+            self._fail(exc)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         # twisted.web.client is imported with treq, not when this module is
         from twisted.web.client import PotentialDataLoss, ResponseDone
 
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
-            self.finished.callback(b"".join(self.chunks))
+            self.finished.callback(self.size)
         else:
             self.finished.errback(reason)
 
     def abort(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.stopProducing()
 
 
+def stream_body(response: Any, sink: Callable[[bytes], Any], *, limit: int,
+                idle_timeout: float | None = None, reactor: Any = None) -> Deferred:
+    """Feed an (unbuffered) treq response's body to ``sink``; fires with the byte count.
+
+    Fails with ``BodyTooLarge`` past ``limit``, ``TimeoutError`` when nothing
+    arrived for ``idle_timeout`` seconds, or what ``sink`` raised; each hangs
+    up, and so does cancelling.
+    """
+    reader: _Reader | None = None
+    finished: Deferred = Deferred(lambda _: reader.abort() if reader is not None else None)
+    reader = _Reader(sink, limit, finished, reactor, idle_timeout)
+    response.deliverBody(reader)
+    return finished
+
+
 def read_body(response: Any, limit: int) -> Deferred:
     """The body of an (unbuffered) treq response, at most ``limit`` bytes; cancelling hangs up."""
-    collector: _Collector | None = None
-    finished: Deferred = Deferred(lambda _: collector.abort() if collector is not None else None)
-    collector = _Collector(limit, finished)
-    response.deliverBody(collector)
-    return finished
+    chunks: list[bytes] = []
+    return stream_body(response, chunks.append, limit=limit).addCallback(lambda _: b"".join(chunks))
 
 
 async def fetch(method: str, url: str, *, reactor: Any, timeout: float, limit: int, **kwargs: Any) -> tuple[Any, bytes]:

@@ -196,3 +196,33 @@ async def test_executable_and_zip_types(tmp_path, github):
         ws.sendClose()
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_download_that_stalls_fails_and_frees_the_update_manager(tmp_path, github):
+    tmp = str(tmp_path)
+    path = os.path.join(tmp, "www", "mainsail")
+    install_web(path, "v2.0.0")
+    github.add("mainsail-crew/mainsail", Release("v2.1.0", {"mainsail.zip": web_zip("v2.1.0", files={"big.js": "x" * 200_000})}))
+    github.stalling.add("mainsail.zip")
+    section = f"[update_manager mainsail]\ntype: web\nrepo: mainsail-crew/mainsail\npath: {path}\n"
+    svc = await start(tmp_path, config(tmp, section, manager=f"github_api_url: {github.url}\n"))
+    try:
+        svc.server.plugins.pm.get_plugin("update_manager").github.timeout = 1.0
+        ws = await svc.ws()
+        await ready(svc)
+        err = await rpc_error(ws, "machine.update.upgrade", {"name": "mainsail"})
+        assert err.code == 503 and "the answer stalled: nothing for 1 s" in err.message, err.message
+        messages = await until_complete(ws)
+        assert messages[-1]["message"].startswith("Error updating mainsail: ")
+        assert read(os.path.join(path, "index.html")) == "<html>mainsail v2.0.0</html>"
+        assert github.stalled and github.stalled[0].channel is None  # moontwist hung up
+        # nothing is left busy: the next download, which completes, updates
+        github.stalling.clear()
+        assert (await ws.call("machine.update.status"))["busy"] is False
+        assert await ws.call("machine.update.upgrade", {"name": "mainsail"}) == "ok"
+        await until_complete(ws)
+        assert read(os.path.join(path, "index.html")) == "<html>mainsail v2.1.0</html>"
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()

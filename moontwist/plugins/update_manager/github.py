@@ -21,6 +21,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from moontwist import jsonutil
 from moontwist.api.errors import ServerError
+from moontwist.http_fetch import BodyTooLarge, fetch, read_body, stream_body
 
 __all__ = ["GitHubClient", "GitHubError", "DEFAULT_API_URL"]
 
@@ -28,6 +29,7 @@ DEFAULT_API_URL = "https://api.github.com"
 OFFLINE_ENV = "MOONTWIST_OFFLINE"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_DOWNLOAD = 512 * 1024 * 1024
+MAX_API_ANSWER = 8 * 1024 * 1024
 
 
 class GitHubError(ServerError):
@@ -94,8 +96,8 @@ class GitHubClient:
             if attempt:
                 await deferLater(self.reactor, retry_delay, lambda: None)
             try:
-                resp = await treq.get(url, headers=headers, pool=self.pool, timeout=self.timeout, reactor=self.reactor)
-                body = await treq.content(resp)
+                resp, body = await fetch("GET", url, headers=headers, pool=self.pool, timeout=self.timeout,
+                                         reactor=self.reactor, limit=MAX_API_ANSWER)
             except (defer.CancelledError, OSError, Exception) as exc:  # connection refused, timeout
                 error = GitHubError(f"GitHub request {url} failed: {exc.__class__.__name__}: {exc}", 503)
                 continue
@@ -130,7 +132,10 @@ class GitHubClient:
         except Exception as exc:
             raise GitHubError(f"Download of {url} failed: {exc.__class__.__name__}: {exc}", 503) from None
         if resp.code != 200:
-            await treq.content(resp)
+            try:  # the error page, bounded in size and time
+                await read_body(resp, 65536).addTimeout(self.timeout, self.reactor)
+            except Exception:
+                pass
             raise GitHubError(f"Download of {url} answered HTTP {resp.code}", 503)
         total = int((resp.headers.getRawHeaders("Content-Length") or [size_hint or 0])[0] or 0)
         received = [0]
@@ -139,8 +144,6 @@ class GitHubClient:
 
         def chunk(data: bytes) -> None:
             received[0] += len(data)
-            if received[0] > MAX_DOWNLOAD:
-                raise GitHubError(f"Download of {url} is larger than {MAX_DOWNLOAD} bytes")
             f.write(data)
             if progress is not None and total:
                 percent = received[0] * 100 // total
@@ -149,10 +152,10 @@ class GitHubClient:
                     progress(received[0], total)
 
         try:
-            await treq.collect(resp, chunk)
+            await stream_body(resp, chunk, limit=MAX_DOWNLOAD, idle_timeout=self.timeout, reactor=self.reactor)
+        except BodyTooLarge:
+            raise GitHubError(f"Download of {url} is larger than {MAX_DOWNLOAD} bytes") from None
         except Exception as exc:
-            if isinstance(exc, GitHubError):
-                raise
             raise GitHubError(f"Download of {url} failed: {exc.__class__.__name__}: {exc}", 503) from None
         finally:
             f.close()

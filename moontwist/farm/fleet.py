@@ -5,16 +5,37 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from moontwist import jsonutil
 from moontwist.api.registry import APIRequest, Endpoint
 from moontwist.hookspecs import hookimpl
+from moontwist.plugins.authorization.users import TRUSTED_USER
 
 if TYPE_CHECKING:
     from moontwist.farm.instances import Instance
     from moontwist.server import Server
 
-__all__ = ["FleetPlugin"]
+__all__ = ["FleetPlugin", "may_see"]
 
 HTML_TYPE = b"text/html; charset=utf-8"
+
+
+def may_see(instance: Instance, user: dict[str, Any] | None, ip: str | None) -> bool:
+    """Whether a fleet client sees ``instance``'s state and events.
+
+    Credentials of the fleet server (its API key, its users) are the farm
+    operator's and see every instance. A client the fleet trusts by its address
+    sees an instance only if that instance trusts the address too: a printer
+    whose ``[authorization]`` trusts nobody stays private on the fleet view. An
+    instance that failed to start shows only its name, paths and error.
+    """
+    if user is None:
+        return False
+    if user.get("username") != TRUSTED_USER:
+        return True
+    if instance.error is not None:
+        return True
+    trusted = instance.server.lookup("trusted_user") if instance.server is not None else None
+    return trusted is not None and trusted(ip) is not None
 
 
 class FleetPlugin:
@@ -43,13 +64,20 @@ class FleetPlugin:
         )
 
     def relay(self, printer: str, method: str, params: Any) -> None:
-        """Broadcast one instance's notification as ``notify_farm_event``."""
+        """Send one instance's notification as ``notify_farm_event`` to every client that may see it."""
         server = self.server
-        if server is not None and server.running:
-            server.notify("notify_farm_event", {"printer": printer, "method": method, "params": params})
+        if server is None or not server.running:
+            return
+        instance = next((i for i in self.instances if i.name == printer), None)
+        event = {"printer": printer, "method": method, "params": params}
+        data = jsonutil.dumpb({"jsonrpc": "2.0", "method": "notify_farm_event", "params": [event]})
+        for conn in server.connections:
+            if not conn.need_auth and instance is not None and may_see(instance, conn.user, conn.ip):
+                conn.send_bytes(data)
+        server.emit("notification", method="notify_farm_event", params=[event])
 
     def printers(self, request: APIRequest) -> dict[str, Any]:
-        return {"printers": [instance.describe() for instance in self.instances]}
+        return {"printers": [i.describe() for i in self.instances if may_see(i, request.user, request.ip)]}
 
     def page(self, request: APIRequest) -> bytes:
         if self._page is None:

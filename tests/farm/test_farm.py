@@ -338,3 +338,48 @@ async def test_the_fleet_view_needs_credentials_when_its_config_trusts_nobody(tm
             ws.sendClose()
     finally:
         await farm.stop()
+
+
+def _api_key(server) -> str:
+    return server.lookup("identify_credentials").__self__.auth.api_key
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_private_printer_stays_private_on_the_fleet_view(tmp_path):
+    """The fleet trusts the LAN by default; a printer whose own config trusts nobody is shown
+    only to clients holding the fleet's credentials, not to every trusted address."""
+    base = free_ports(3)
+    private = tmp_path / "farm" / "printer-02" / "config"
+    private.mkdir(parents=True)
+    (private / "moontwist.conf").write_text("[server]\n\n[authorization]\n")
+    farm = await start_farm(
+        "--simulate-farm", "2", "--datapath", str(tmp_path / "farm"), "--port", str(base + 1),
+        "--farm-port", str(base), "--sim-speed", "20",
+    )
+    try:
+        fleet, two = farm.fleet, farm.running("printer-02")
+        key = _api_key(fleet.server)
+        listed = (await fleet.get("/farm/printers"))[1]["result"]["printers"]
+        assert [p["name"] for p in listed] == ["printer-01"]
+        listed = (await fleet.get("/farm/printers", headers={"X-Api-Key": key}))[1]["result"]["printers"]
+        assert [p["name"] for p in listed] == ["printer-01", "printer-02"]
+        neighbour = await fleet.ws()  # trusted by its address, as the fleet's default config says
+        operator = await fleet.ws(headers={"X-Api-Key": key})
+        assert [p["name"] for p in (await neighbour.call("farm.printers"))["printers"]] == ["printer-01"]
+        code, _ = await two.post("/printer/gcode/script?script=M118 secret", headers={"X-Api-Key": _api_key(two.server)})
+        assert code == 200
+        await _farm_event(operator, "printer-02", "notify_gcode_response")
+        await farm.running("printer-01").post("/printer/gcode/script?script=M118 public")
+        seen = set()
+        while True:  # everything the neighbour got until printer-01's answer
+            event = (await neighbour.next_notification("notify_farm_event", timeout=10))["params"][0]
+            seen.add(event["printer"])
+            if event["printer"] == "printer-01" and event["method"] == "notify_gcode_response":
+                break
+        await neighbour.call("farm.printers")
+        seen.update(n["params"][0]["printer"] for n in neighbour.notifications.pending if n["method"] == "notify_farm_event")
+        assert seen == {"printer-01"}
+        for ws in (neighbour, operator):
+            ws.sendClose()
+    finally:
+        await farm.stop()

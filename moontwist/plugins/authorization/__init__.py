@@ -38,6 +38,8 @@ class AuthorizationPlugin:
         server.origin_allowed = auth.cors.allowed
         server.http_prepare = lambda request: prepare_http(auth.cors, request)
         server.provide("identify_credentials", self.identify_credentials)
+        # Whom this server trusts by address (the farm's fleet view asks each instance).
+        server.provide("trusted_user", auth.trusted_user)
 
     @hookimpl
     def register_endpoints(self, register: Any) -> None:

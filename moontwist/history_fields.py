@@ -4,7 +4,7 @@ A plugin registers a :class:`HistoryField` through the ``register_history_fields
 hook and calls :meth:`HistoryField.update` with each new reading (a sensor's
 energy counter, a spool's weight...).  The history plugin starts tracking when a
 job starts and stores the tracked value with the job when it ends, as
-Moonraker's sensors do:
+Moonraker's sensors do (a field whose value is None is left out of that job):
 
 - ``basic``: the last reading during the job
 - ``accumulate``: the sum of the readings

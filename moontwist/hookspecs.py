@@ -63,8 +63,8 @@ def register_history_fields(server: Server, register: Callable[[Any], None]) -> 
     """Add per-job values to print history: ``register(HistoryField(...))``.
 
     Called by the history plugin at start-up.  Each field appears in every
-    job's ``auxiliary_data`` and, when it asks to, in ``auxiliary_totals``
-    (see ``moontwist.history_fields``).
+    job's ``auxiliary_data`` (unless its value is None) and, when it asks to,
+    in ``auxiliary_totals`` (see ``moontwist.history_fields``).
     """
 
 

@@ -239,9 +239,12 @@ class HistoryPlugin:
         return root.path if root is not None else None
 
     def api_job(self, job: dict[str, Any]) -> dict[str, Any]:
-        """A stored job as the API shows it: with ``exists``."""
+        """A stored job as the API shows it: with ``exists``, without auxiliary values that are None."""
         modified = (job.get("metadata") or {}).get("modified")
         job["exists"] = file_exists(self.gcodes_root(), job.get("filename"), modified)
+        # clients format every entry's value (Mainsail's job details call value.toString())
+        aux = job.get("auxiliary_data") or []
+        job["auxiliary_data"] = [a for a in aux if not (isinstance(a, dict) and a.get("value") is None)]
         return job
 
     def _start(self, prev: dict[str, Any], cur: dict[str, Any]) -> Deferred:

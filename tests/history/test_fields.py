@@ -87,3 +87,31 @@ async def test_fields_reach_jobs_and_totals_through_the_api(tmp_path):
         ws.sendClose()
     finally:
         await svc.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_field_without_a_value_is_left_out_of_the_job(tmp_path):
+    # Mainsail's job details dialog (HistoryListPanelDetailsDialog.vue, get entries) calls
+    # value.toString() on every auxiliary_data entry: one null value and the dialog never opens.
+    datapath = str(tmp_path / "data")
+    write_gcodes(datapath, {"short.gcode": 60})
+    meter = MeterPlugin()
+    svc = await start_service(datapath, CONFIG, simulate=True, extra_plugins={"meter": meter})
+    try:
+        await wait_for(lambda: svc.server.klippy_state == "ready")
+        ws = await svc.ws()
+        meter.energy.update(5.0)
+        await ws.call("printer.print.start", {"filename": "short.gcode"})
+        await ws.next_notification("notify_history_changed", timeout=15)
+        meter.energy.update(5.25)  # no temperature reading during this job
+        note = await ws.next_notification("notify_history_changed", timeout=15)
+        job = note["params"][0]["job"]
+        assert job["auxiliary_data"] == [
+            {"provider": "sensor meter", "name": "energy", "value": 0.25, "description": "Printer energy",
+             "units": "kWh"},
+        ]
+        fetched = await ws.call("server.history.get_job", {"uid": job["job_id"]})
+        assert fetched["job"]["auxiliary_data"] == job["auxiliary_data"]
+        ws.sendClose()
+    finally:
+        await svc.service.stopService()

@@ -101,6 +101,21 @@ async def test_active_spool_usage_reports_and_history(env):
     assert weight_total["total"] == pytest.approx(grams, rel=1e-3)
 
 
+
+@pytest_twisted.ensureDeferred
+async def test_a_job_without_an_active_spool_has_no_null_history_values(env):
+    # Mainsail's job details dialog (HistoryListPanelDetailsDialog.vue, get entries) calls
+    # value.toString() on every auxiliary_data entry: a null weight or cost and it never opens.
+    ws = await env.ws()
+    assert await ws.call("server.spoolman.get_spool_id") == {"spool_id": None}
+    await print_file(env, ws)
+    await wait_for(lambda: env.server.print_state == "complete", timeout=10)
+    job = (await ws.call("server.history.list"))["jobs"][0]
+    aux = {a["name"]: a["value"] for a in job["auxiliary_data"] if a["provider"] == "spoolman"}
+    assert aux == {"spool_ids": [], "filament_usage": []}
+    totals = (await ws.call("server.history.totals"))["auxiliary_totals"]
+    assert [t for t in totals if t["provider"] == "spoolman"] == []
+
 @pytest_twisted.ensureDeferred
 async def test_reports_survive_spoolman_leaving_and_a_restart(env):
     fake, port = env.fake, env.fake_port

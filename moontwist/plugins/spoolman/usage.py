@@ -5,6 +5,7 @@ Each history job gets (in ``auxiliary_data``, provider ``spoolman``):
 - ``spool_ids``: the spools active while it printed (Moonraker's field, which Mainsail and Fluidd read)
 - ``filament_usage``: one entry per tool and spool: millimetres, grams and cost
 - ``filament_weight`` and ``filament_cost``: the job's totals, summed in ``auxiliary_totals``
+  (None when unknown: the history plugin then leaves them out of the job)
 """
 
 from __future__ import annotations

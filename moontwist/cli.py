@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    from moontwist.logs import quiet_observer
+
+    globalLogBeginner.beginLoggingTo([quiet_observer(textFileLogObserver(sys.stdout))])
     service = tap.makeService(options)  # SystemExit with a message when the config can't be used
     service.startService()
     service._started.addCallback(_return_freed_memory)

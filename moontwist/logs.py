@@ -21,7 +21,7 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["InstanceLog", "ServerLog", "INSTANCE_KEY"]
+__all__ = ["InstanceLog", "ServerLog", "INSTANCE_KEY", "quiet_observer"]
 
 ROTATE_BYTES = 10 * 1024 * 1024
 KEEP_ROTATED = 5
@@ -91,6 +91,24 @@ class _NotOtherInstances:
         return PredicateResult.no if source is not None and source is not self.own else PredicateResult.maybe
 
 
+# Twisted's lines for every HTTP client connection opened and closed (power devices, Spoolman,
+# GitHub): two info lines per outgoing request, nothing anyone reads.
+_FACTORY_LINES = frozenset({"Starting factory {factory!r}", "Stopping factory {factory!r}"})
+
+
+@implementer(ILogFilterPredicate)
+class _NotClientConnectionNoise:
+    def __call__(self, event: dict[str, Any]) -> PredicateResult:
+        if event.get("log_format") in _FACTORY_LINES and type(event.get("factory")).__name__ == "_HTTP11ClientFactory":
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
+def quiet_observer(observer: Any) -> FilteringLogObserver:
+    """``observer`` without Twisted's per-connection lines of HTTP clients."""
+    return FilteringLogObserver(observer, [_NotClientConnectionNoise()])
+
+
 class ServerLog:
     """The rotating file ``path`` of one instance.
 
@@ -108,7 +126,7 @@ class ServerLog:
         self.logfile = _LockedFile(LogFile(
             os.path.basename(path), os.path.dirname(path), rotateLength=ROTATE_BYTES, maxRotatedFiles=KEEP_ROTATED
         ))
-        predicates = [LogLevelFilterPredicate(LogLevel.debug if debug else LogLevel.info)]
+        predicates = [LogLevelFilterPredicate(LogLevel.debug if debug else LogLevel.info), _NotClientConnectionNoise()]
         if not shared_process:
             predicates.append(_NotOtherInstances(instance))
         self.observer = FilteringLogObserver(textFileLogObserver(self.logfile), predicates)

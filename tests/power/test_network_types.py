@@ -40,6 +40,11 @@ async def test_tasmota_relay_two_and_delayed_off(tmp_path, fakes, services):
     assert await switch(svc, "b", "on") == "on" and strip.relays[1] is True
     assert await switch(svc, "b", "off") == "off"
     assert strip.requests[-1].query["cmnd"] == "Backlog Delay 50; Power1 off"  # Delay counts tenths
+    # every request opened and closed an HTTP connection, and the log doesn't say so each time
+    with open(svc.server.path("logs", "moontwist.log"), encoding="utf-8") as f:
+        log = f.read()
+    assert "Power device a" in log or "tasmota" in log.lower()
+    assert "Starting factory" not in log and "Stopping factory" not in log
 
 
 @pytest_twisted.ensureDeferred

@@ -25,7 +25,7 @@ def make_farm(options: Any, reactor: Any = None) -> Any:
 
     fleet = FleetPlugin([])
     reserved = {options["farm-port"]} if options["farm-port"] else set()
-    simulators: list[tuple[str, str]] = []
+    simulators: list[str] = []  # data paths of simulated printers
     farm_datapath = options["farm-datapath"]
     if options["simulate-farm"] is not None:
         base = os.path.abspath(os.path.expanduser(options["datapath"]))
@@ -33,9 +33,9 @@ def make_farm(options: Any, reactor: Any = None) -> Any:
         first = options["port"] if options["port"] is not None else 7125
         datapaths = [os.path.join(base, f"printer-{i:02d}") for i in range(1, count + 1)]
         for path in datapaths:
-            for sub in ("comms", "gcodes"):
+            for sub in ("comms", "gcodes", "config"):
                 os.makedirs(os.path.join(path, sub), exist_ok=True)
-            simulators.append((os.path.join(path, "comms", "klippy.sock"), os.path.join(path, "gcodes")))
+            simulators.append(path)
         instances = plan_instances(
             datapaths, fleet.relay, host=options["host"], ports=[first + i for i in range(count)],
             simulate=False, debug=bool(options["debug"]), reserved_ports=reserved,

@@ -66,7 +66,7 @@ class FarmService(service.MultiService):
         farm_port: int | None = None,
         farm_host: str | None = None,
         farm_datapath: str | None = None,
-        simulators: list[tuple[str, str]] | None = None,
+        simulators: list[str] | None = None,
         sim_speed: float = 1.0,
     ) -> None:
         super().__init__()
@@ -128,7 +128,7 @@ class FarmService(service.MultiService):
         if self.simulators:
             self._sim = SimulatorProcess()
             argv = [sys.executable, "-m", "moontwist.farm.simulators", "--speed", str(self.sim_speed)]
-            argv += [f"{sock}:{gcodes}" for sock, gcodes in self.simulators]
+            argv += self.simulators
             self._sim_transport = self.reactor.spawnProcess(self._sim, sys.executable, argv, env=dict(os.environ))
         super().startService()
         services = [i.service for i in self.instances if i.service is not None]

@@ -5,8 +5,11 @@ simulators start in well under a second and none of them runs inside the
 server process (whose memory is what the farm is measured by).  Each child
 installs its own reactor after the fork.
 
-Run as ``python -m moontwist.farm.simulators --speed S SOCKET:GCODES ...``;
-SIGTERM to the launcher stops every child.
+Run as ``python -m moontwist.farm.simulators --speed S DATAPATH ...``: each
+printer listens on ``DATAPATH/comms/klippy.sock``, prints from
+``DATAPATH/gcodes`` and writes its ``printer.cfg`` into ``DATAPATH/config``
+(once), as ``moontwist --simulate`` does. SIGTERM to the launcher stops every
+child.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def _run_one(socket_path: str, gcodes: str, speed: float) -> None:
+def _run_one(datapath: str, speed: float) -> None:
     from twisted.internet import reactor
 
     from moontwist.sim.simulator import KlippySimulator
 
-    sim = KlippySimulator(socket_path, gcodes, speed=speed, reactor=reactor)
+    socket_path = os.path.join(datapath, "comms", "klippy.sock")
+    sim = KlippySimulator(socket_path, os.path.join(datapath, "gcodes"), speed=speed, reactor=reactor,
+                          config_dir=os.path.join(datapath, "config"))
 
     def failed(failure: object) -> None:
         print(f"simulator {socket_path}: {failure}", file=sys.stderr)
@@ -63,19 +68,18 @@ def _run_one(socket_path: str, gcodes: str, speed: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="moontwist.farm.simulators", description=__doc__.splitlines()[0])
     parser.add_argument("--speed", type=float, default=1.0)
-    parser.add_argument("printers", nargs="+", metavar="SOCKET:GCODES")
+    parser.add_argument("printers", nargs="+", metavar="DATAPATH")
     args = parser.parse_args(argv)
     _die_with_parent()
     import moontwist.sim.simulator  # noqa: F401 - imported once, before forking
 
     children: list[int] = []
-    for spec in args.printers:
-        socket_path, _, gcodes = spec.partition(":")
+    for datapath in args.printers:
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
             try:
-                _run_one(socket_path, gcodes, args.speed)
+                _run_one(datapath, args.speed)
             finally:
                 os._exit(0)
         children.append(pid)

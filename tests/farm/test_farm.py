@@ -63,6 +63,10 @@ async def test_simulated_farm_serves_every_printer_and_the_fleet(farm3, tmp_path
         assert printer.port == p["port"]
         info = (await printer.get("/server/info"))[1]["result"]
         assert info["klippy_state"] == "ready" and info["failed_components"] == []
+        # as with --simulate, the simulated printer's printer.cfg is in the instance's config root
+        config_file = (await printer.get("/printer/info"))[1]["result"]["config_file"]
+        assert config_file == str(tmp_path / "farm" / p["name"] / "config" / "printer.cfg")
+        assert os.path.isfile(config_file)
     # the simulators run in other processes: the farm process has no simulator in it
     assert all(i.server.plugins.pm.get_plugin("klippy_apis").simulator is None for i in farm3.instances)
 

@@ -206,10 +206,12 @@ class ConnectionTable:
         conn.client_name, conn.client_version = name, version
         conn.client_type, conn.client_url = client_type, url
 
-    def broadcast(self, data: bytes, exclude: Connection | None = None) -> None:
-        """Send ``data`` to every connection that may read notifications (not ``exclude``)."""
+    def broadcast(
+        self, data: bytes, exclude: Connection | None = None, only: Callable[[Connection], bool] | None = None
+    ) -> None:
+        """Send ``data`` to every connection that may read notifications (not ``exclude``; those ``only`` accepts)."""
         for conn in list(self._conns.values()):
-            if not conn.need_auth and conn is not exclude:
+            if not conn.need_auth and conn is not exclude and (only is None or only(conn)):
                 conn.send_bytes(data)
 
     def close_all(self, code: int = 1001, reason: str = "Server restarting") -> None:

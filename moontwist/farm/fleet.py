@@ -69,11 +69,11 @@ class FleetPlugin:
         if server is None or not server.running:
             return
         instance = next((i for i in self.instances if i.name == printer), None)
+        if instance is None:
+            return
         event = {"printer": printer, "method": method, "params": params}
         data = jsonutil.dumpb({"jsonrpc": "2.0", "method": "notify_farm_event", "params": [event]})
-        for conn in server.connections:
-            if not conn.need_auth and instance is not None and may_see(instance, conn.user, conn.ip):
-                conn.send_bytes(data)
+        server.connections.broadcast(data, only=lambda conn: may_see(instance, conn.user, conn.ip))
         server.emit("notification", method="notify_farm_event", params=[event])
 
     def printers(self, request: APIRequest) -> dict[str, Any]:
